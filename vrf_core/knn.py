@@ -1,0 +1,114 @@
+"""Exact (and optionally approximate) k-nearest-neighbour distances to the ZSF set.
+
+Features are L2-normalised, so the squared L2 distance is 2 - 2 * cosine and lies
+in [0, 4]. Distances are returned sorted ascending up to `k_max`, so that k can be
+changed later without a new search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _faiss_search(queries: np.ndarray, base: np.ndarray, k: int, threads: int | None,
+                  ivf_lists: int = 0, nprobe: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    d = base.shape[1]
+    if ivf_lists:
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, ivf_lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(base)
+        index.nprobe = nprobe
+    else:
+        index = faiss.IndexFlatIP(d)
+    index.add(base)
+    sims, idx = index.search(queries, k)
+    return sims, idx
+
+
+def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, device: str,
+                  query_chunk: int = 8192, base_chunk: int = 262144) -> tuple[np.ndarray, np.ndarray]:
+    """Matmul + top-k, chunked over queries and over the base (a base larger than
+    device memory is streamed in shards and the per-shard top-k merged)."""
+    sims_out = np.empty((len(queries), k), dtype=np.float32)
+    idx_out = np.empty((len(queries), k), dtype=np.int64)
+    dtype = torch.float32
+    shards = [(s, torch.from_numpy(base[s:s + base_chunk]).to(device, dtype))
+              for s in range(0, len(base), base_chunk)]
+    for q0 in range(0, len(queries), query_chunk):
+        q = torch.from_numpy(queries[q0:q0 + query_chunk]).to(device, dtype)
+        best_s = best_i = None
+        for start, b in shards:
+            s = q @ b.T
+            kk = min(k, s.shape[1])
+            v, i = s.topk(kk, dim=1)
+            i = i + start
+            if best_s is None:
+                best_s, best_i = v, i
+            else:
+                cat_s, cat_i = torch.cat([best_s, v], 1), torch.cat([best_i, i], 1)
+                best_s, order = cat_s.topk(min(k, cat_s.shape[1]), dim=1)
+                best_i = cat_i.gather(1, order)
+        sims_out[q0:q0 + len(q)] = best_s.float().cpu().numpy()
+        idx_out[q0:q0 + len(q)] = best_i.cpu().numpy()
+    return sims_out, idx_out
+
+
+def knn_sqdist(queries: np.ndarray, base: np.ndarray, k_max: int, backend: str = "auto",
+               exclude_self: bool = False, threads: int | None = None,
+               ivf_lists: int = 0, nprobe: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Squared L2 distances (N, k) and indices (N, k) of the nearest base points, ascending.
+
+    queries: (N, D), base: (M, D); both are L2-normalised here.
+    exclude_self: the queries are the base itself (same order); each point's own
+      match is dropped, so ZSF members are measured against the other members.
+    backend: "faiss" (CPU, exact flat or IVF), "torch" (CPU or CUDA), "auto"
+      (torch on CUDA when present, faiss otherwise).
+    ivf_lists > 0 selects the approximate IVF index (faiss only).
+    """
+    q = l2_normalize(queries)
+    b = l2_normalize(base)
+    if exclude_self and len(q) != len(b):
+        raise ValueError("exclude_self needs the queries to be the base itself")
+    k_eff = min(k_max + int(exclude_self), len(b))
+    if k_eff < 1 or k_max < 1:
+        raise ValueError(f"cannot search {k_max} neighbours in a set of {len(b)} points")
+    if backend == "auto":
+        backend = "torch" if torch.cuda.is_available() else "faiss"
+    if backend == "faiss":
+        sims, idx = _faiss_search(q, b, k_eff, threads, ivf_lists, nprobe)
+    elif backend == "torch":
+        sims, idx = _torch_search(q, b, k_eff, "cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        raise ValueError(f"unknown kNN backend {backend!r}; choose 'faiss', 'torch' or 'auto'")
+    if exclude_self:
+        sims, idx = _drop_self(sims, idx)
+    sq = np.clip(2.0 - 2.0 * sims, 0.0, 4.0).astype(np.float32)
+    return sq[:, :k_max], idx[:, :k_max].astype(np.int64)
+
+
+def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index (row i matches base i); if duplicates pushed it
+    out of the list, drop the last column instead."""
+    n, k = idx.shape
+    own = idx == np.arange(n)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k - 1)
+    keep = np.ones_like(own)
+    keep[np.arange(n), drop] = False
+    return sims[keep].reshape(n, k - 1), idx[keep].reshape(n, k - 1)
+
+
+def brute_force_sqdist(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+    """Straightforward reference: all pairwise squared distances, sorted (for tests)."""
+    q, b = l2_normalize(queries).astype(np.float64), l2_normalize(base).astype(np.float64)
+    d = ((q[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.sort(d, axis=1)[:, :k]
