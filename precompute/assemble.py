@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from precompute.progress import log, progress
-from vrf_core.bundle import Bundle, BundleWriter, open_bundle
+from vrf_core.bundle import MANIFEST, Bundle, BundleWriter, open_bundle
 from vrf_core.data import ClassProjection
 from vrf_core.evaluate import default_k_values, select
 from vrf_core.knn import knn_sqdist
+from vrf_core.progress import log, progress
 from vrf_core.selective import GaussianFit
 from vrf_core.weights import k_from_rule
 from vrf_core.zsf import zsf_mask
@@ -115,6 +115,8 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
              settings: AssembleSettings, manifest_extra: dict,
              zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None = None) -> Bundle:
     writer = BundleWriter(out_dir)
+    # A bundle being rebuilt is not a bundle: readers must never see new arrays under an old manifest.
+    (writer.root / MANIFEST).unlink(missing_ok=True)
     rng = np.random.default_rng(settings.seed)
     num_classes = len(manifest_extra["classnames"])
 
@@ -209,7 +211,7 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
                               "source": ex.source}
     manifest = {
         "name": name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "num_classes": num_classes,
         "feature_dim": int(zsf_feats.shape[1]),
         "splits": splits_meta,

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,11 +40,11 @@ class ClassProjection:
     groups: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def subset(cls, indices: Sequence[int]) -> "ClassProjection":
+    def subset(cls, indices: Sequence[int]) -> ClassProjection:
         return cls(tuple((int(i),) for i in indices))
 
     @classmethod
-    def from_json(cls, obj: dict | None) -> "ClassProjection | None":
+    def from_json(cls, obj: dict | None) -> ClassProjection | None:
         if obj is None:
             return None
         return cls(tuple(tuple(int(i) for i in g) for g in obj["groups"]))
@@ -106,7 +106,7 @@ class ImageSet:
     def load(self, i: int) -> Image.Image:
         return self.load_fn(i)
 
-    def subset(self, indices: Sequence[int], name: str | None = None) -> "ImageSet":
+    def subset(self, indices: Sequence[int], name: str | None = None) -> ImageSet:
         idx = np.asarray(indices, dtype=np.int64)
         parent = self.load_fn
         return ImageSet(

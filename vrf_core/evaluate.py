@@ -78,7 +78,7 @@ class Selection:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "Selection":
+    def from_json(cls, d: dict) -> Selection:
         return cls(**{**d, "vrf": VRFParams(**d["vrf"])})
 
 
@@ -219,7 +219,7 @@ def results_table(splits: list[SplitData], sel: Selection, wse_alphas: list[floa
             if ci:
                 cell["lo"], cell["hi"] = bootstrap_ci(correct, n_boot)
             table.setdefault(method, {})[split.name] = cell
-    for method, row in table.items():
+    for row in table.values():
         if ood and all(n in row for n in ood):
             row["OOD avg"] = {"acc": float(np.mean([row[n]["acc"] for n in ood]))}
     return table

@@ -1,0 +1,125 @@
+"""The paper's analyses as plain functions on arrays: accuracy curves over a
+hyperparameter, accuracy per distance bin, top-k predictions, unit conversions.
+
+Used by the dashboard to redraw every view when a, b, k or the weight rule change;
+no I/O, no Streamlit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from vrf_core.evaluate import SplitData, VRFParams, vrf_weights
+
+
+def mixture_accuracies(p_zs: np.ndarray, p_ft: np.ndarray, labels: np.ndarray,
+                       weights: Sequence[np.ndarray | float]) -> np.ndarray:
+    """Accuracy of argmax(w * p_ft + (1 - w) * p_zs) for each w in `weights` (scalar or (N,)).
+
+    p_zs, p_ft: (N, C) probabilities. Exact but only evaluated where the two models'
+    top-1 differ: where they agree, every mixture with w in [0, 1] agrees with them.
+    """
+    pred_zs, pred_ft = p_zs.argmax(1), p_ft.argmax(1)
+    rows = np.flatnonzero(pred_zs != pred_ft)
+    agree_right = int(((pred_zs == pred_ft) & (pred_ft == labels)).sum())
+    n = len(labels)
+    pz, pf, y = p_zs[rows], p_ft[rows], labels[rows]
+    out = np.empty(len(weights))
+    for i, w in enumerate(weights):
+        w = np.asarray(w, dtype=np.float32)
+        w = w[rows, None] if w.ndim == 1 else w
+        pred = (w * pf + (1.0 - w) * pz).argmax(1)
+        out[i] = (agree_right + int((pred == y).sum())) / n if n else np.nan
+    return out
+
+
+def ose_curve(split: SplitData, alphas: Sequence[float], t_zs: float = 1.0, t_ft: float = 1.0) -> np.ndarray:
+    """(A,) accuracy of the output-space ensemble at each alpha (T = 1 for the uncalibrated OSE)."""
+    return mixture_accuracies(split.probs("zs", t_zs), split.probs("ft", t_ft), split.labels, list(alphas))
+
+
+def wse_curve(split: SplitData) -> np.ndarray:
+    """(A,) accuracy of the weight-space ensemble at each stored alpha."""
+    return np.array([(split.logits_wse[i].argmax(1) == split.labels).mean() for i in range(len(split.logits_wse))])
+
+
+def vrf_curve(split: SplitData, params: Sequence[VRFParams], t: tuple[float, float]) -> np.ndarray:
+    """(P,) VRF accuracy for each parameter set (all with the same `calibrate`)."""
+    if len({p.calibrate for p in params}) > 1:
+        raise ValueError("vrf_curve needs one calibration setting for all parameter sets")
+    t_zs, t_ft = t if params and params[0].calibrate else (1.0, 1.0)
+    weights = [vrf_weights(split, p) for p in params]
+    return mixture_accuracies(split.probs("zs", t_zs), split.probs("ft", t_ft), split.labels, weights)
+
+
+def sweep(params: VRFParams, name: str, values: Sequence[float]) -> list[VRFParams]:
+    """`params` with one field (a or b) set to each of `values`."""
+    return [replace(params, **{name: float(v)}) for v in values]
+
+
+def sweep_values(current: float, lo: float, hi: float, n: int = 41, log: bool = False) -> np.ndarray:
+    """n values spanning [lo, hi] (geometric when `log`), with `current` included exactly."""
+    grid = np.geomspace(lo, hi, n) if log else np.linspace(lo, hi, n)
+    return np.unique(np.append(grid, current))
+
+
+def distance_bin_edges(distances: Sequence[np.ndarray], n_bins: int = 12, tail: float = 0.01) -> np.ndarray:
+    """(n_bins + 1,) equal-width edges over the pooled distances, trimming a `tail` fraction on each
+    side into the outer bins, so every dataset is binned on the same axis."""
+    pooled = np.concatenate([np.asarray(d, dtype=np.float64).ravel() for d in distances])
+    lo, hi = np.quantile(pooled, [tail, 1.0 - tail])
+    if hi <= lo:
+        hi = lo + 1e-6
+    edges = np.linspace(lo, hi, n_bins + 1)
+    edges[0], edges[-1] = min(lo, pooled.min()), max(hi, pooled.max())
+    return edges
+
+
+def binned_accuracy(d: np.ndarray, correct: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distance bin: (count, accuracy); accuracy is NaN in empty bins."""
+    bins = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    count = np.bincount(bins, minlength=len(edges) - 1).astype(np.float64)
+    hits = np.bincount(bins, weights=np.asarray(correct, dtype=np.float64), minlength=len(edges) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return count, hits / count
+
+
+def accuracy_ratio_by_bin(d: np.ndarray, correct_ft: np.ndarray, correct_zs: np.ndarray, edges: np.ndarray,
+                          min_count: int = 20) -> dict[str, np.ndarray]:
+    """The paper's justification plot: acc_ft / acc_zs per distance bin (it falls as d grows).
+
+    Returns count, acc_ft, acc_zs and ratio per bin; the ratio is NaN where a bin holds
+    fewer than `min_count` samples or the zero-shot accuracy is 0.
+    """
+    count, acc_ft = binned_accuracy(d, correct_ft, edges)
+    _, acc_zs = binned_accuracy(d, correct_zs, edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where((count >= min_count) & (acc_zs > 0), acc_ft / acc_zs, np.nan)
+    return {"count": count, "acc_ft": acc_ft, "acc_zs": acc_zs, "ratio": ratio}
+
+
+def top_k(probs: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """probs: (C,) -> the k most probable classes and their probabilities, descending."""
+    k = min(k, len(probs))
+    idx = np.argpartition(-probs, k - 1)[:k]
+    idx = idx[np.argsort(-probs[idx], kind="stable")]
+    return idx, probs[idx]
+
+
+def convert_scale(a: float, b: float, src: str, dst: str) -> tuple[float, float]:
+    """(a, b) on distance scale `src` -> the matching pair on `dst` ("squared" or "l2").
+
+    The centre maps exactly (a_l2 = sqrt(a_sq)); the width keeps the slope of w at the
+    centre (d_sq = d_l2^2, so b_sq = 2 a_l2 b_l2).
+    """
+    if src == dst:
+        return a, b
+    if (src, dst) == ("squared", "l2"):
+        a_l2 = float(np.sqrt(max(a, 0.0)))
+        return a_l2, b / (2.0 * a_l2) if a_l2 > 0 else b
+    if (src, dst) == ("l2", "squared"):
+        return a * a, 2.0 * a * b if a > 0 else b
+    raise ValueError(f"unknown distance scales {src!r} -> {dst!r}; use 'squared' or 'l2'")

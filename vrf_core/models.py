@@ -1,0 +1,160 @@
+"""open_clip models as image classifiers: loading, content hashes, saving.
+
+`ImageClassifier` is the CLIP image encoder plus a linear head on L2-normalised
+features; the zero-shot classifier and every fine-tuned or interpolated copy share
+this one module type, so their state dicts interpolate key by key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save
+from torch import nn
+
+from vrf_core.bundle import atomic_write_bytes
+
+
+class ModelError(ValueError):
+    """A model or checkpoint cannot be loaded; the message names the file and the fix."""
+
+
+class ImageClassifier(nn.Module):
+    """CLIP image encoder + head. forward(x) -> (normalised features (B, D), logits (B, C))."""
+
+    def __init__(self, visual: nn.Module, head: torch.Tensor):
+        super().__init__()
+        self.visual = visual
+        self.head = nn.Linear(head.shape[1], head.shape[0], bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(head)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = F.normalize(self.visual(images), dim=-1)
+        return feats, self.head(feats)
+
+
+@dataclass
+class LoadedCLIP:
+    model: nn.Module            # the full open_clip model (image and text towers)
+    preprocess_train: Callable
+    preprocess_eval: Callable
+    tokenizer: Callable
+    name: str
+    pretrained: str | None
+    weights_sha256: str
+
+
+def is_checkpoint_path(pretrained: str | None) -> bool:
+    return bool(pretrained) and (Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
+                                 or Path(pretrained).is_file())
+
+
+def weights_key(name: str, pretrained: str | None) -> str:
+    """Content key of the base weights: file bytes for local checkpoints and local-dir
+    models, the (name, tag) pair for registry tags (their weights are immutable)."""
+    h = hashlib.sha256()
+    h.update(name.encode())
+    if name.startswith("local-dir:"):
+        folder = Path(name.split(":", 1)[1])
+        for f in sorted(folder.glob("*")):
+            if f.is_file():
+                h.update(f.name.encode())
+                h.update(file_sha256(f).encode())
+    if is_checkpoint_path(pretrained):
+        h.update(file_sha256(Path(pretrained)).encode())
+    else:
+        h.update(str(pretrained).encode())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_clip(name: str, pretrained: str | None = None, device: torch.device | str = "cpu") -> LoadedCLIP:
+    """Any open_clip model: `name` is an architecture ('ViT-B-16') or 'local-dir:/folder';
+    `pretrained` a registry tag ('openai'), a checkpoint file (.pt/.bin/.pth state dict,
+    loaded with weights_only=True, or .safetensors), or None (random init / local-dir)."""
+    import open_clip
+
+    if is_checkpoint_path(pretrained) and not Path(pretrained).is_file():
+        raise ModelError(f"checkpoint {pretrained} does not exist; fix [model].pretrained in the config")
+    if name.startswith("local-dir:") and not Path(name.split(":", 1)[1]).is_dir():
+        raise ModelError(f"model folder {name.split(':', 1)[1]} does not exist; fix [model].name in the config")
+    try:
+        model, pre_train, pre_eval = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained or None, device=device, weights_only=True)
+    except RuntimeError as exc:
+        if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
+            raise ModelError(f"checkpoint {pretrained} does not match model {name!r}: {str(exc)[:300]}. "
+                             "Check [model].name against the checkpoint's architecture") from exc
+        raise
+    except Exception as exc:
+        if pretrained and not is_checkpoint_path(pretrained):
+            raise ModelError(
+                f"cannot load open_clip model {name!r} with pretrained tag {pretrained!r}: {exc}. Offline? "
+                "Download the weights once and set [model].pretrained to the local file") from exc
+        raise
+    tokenizer = open_clip.get_tokenizer(name)
+    return LoadedCLIP(model, pre_train, pre_eval, tokenizer, name, pretrained, weights_key(name, pretrained))
+
+
+def preprocess_description(preprocess: Callable) -> dict:
+    """A JSON-able description of a torchvision transform pipeline (part of cache keys)."""
+    return {"transforms": [repr(t) for t in getattr(preprocess, "transforms", [preprocess])]}
+
+
+def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_weights(module_or_sd: nn.Module | dict, path: Path, metadata: dict | None = None) -> None:
+    """safetensors, written atomically."""
+    sd = module_or_sd.state_dict() if isinstance(module_or_sd, nn.Module) else module_or_sd
+    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    meta = {"json": json.dumps(metadata)} if metadata else None
+    atomic_write_bytes(Path(path), save(sd, metadata=meta))
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(str(path), device=str(device))
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def load_classifier_weights(classifier: ImageClassifier, path: Path) -> None:
+    """Load an ImageClassifier state dict (safetensors or weights-only torch file), with a clear
+    error when it does not match the model."""
+    sd = load_weights(path)
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    missing, unexpected = [], []
+    own = classifier.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape_bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape_bad:
+        raise ModelError(
+            f"{path}: not a fine-tuned checkpoint of this model ({len(missing)} missing keys e.g. "
+            f"{missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}, shape mismatches {shape_bad[:2]}). "
+            "It must be a state dict of vrf_core.models.ImageClassifier for the configured [model]")
+    classifier.load_state_dict(sd)
+
