@@ -1,0 +1,63 @@
+"""VRF and the results table against an independent, straightforward computation on random arrays."""
+
+import numpy as np
+import pytest
+
+from vrf_core.evaluate import SplitData, VRFParams, mixture_preds, results_table, select, vrf_preds
+
+
+def random_split(rng, name, role, n=300, c=6, k=10):
+    labels = rng.integers(0, c, n)
+    zs = rng.normal(size=(n, c)) * 2
+    zs[np.arange(n), labels] += 1.0
+    ft = rng.normal(size=(n, c)) * 2
+    ft[np.arange(n), labels] += 2.5
+    knn = np.sort(rng.uniform(0, 2, size=(n, k)), axis=1).astype(np.float32)
+    wse = np.stack([(1 - a) * zs + a * ft for a in (0.0, 0.5, 1.0)])
+    return SplitData(name, role, labels, zs, ft, knn, wse, {"knn": -knn[:, 0]})
+
+
+def loop_vrf(split, p, t_zs, t_ft):
+    """One sample at a time, as the paper writes it."""
+    preds = []
+    for i in range(len(split)):
+        d = split.knn_sqdist[i, p.k - 1]
+        d = np.sqrt(d) if p.scale == "l2" else d
+        w = 1 / (1 + np.exp((d - p.a) / p.b))
+        e_ft = np.exp(split.logits_ft[i] / t_ft - np.max(split.logits_ft[i] / t_ft))
+        e_zs = np.exp(split.logits_zs[i] / t_zs - np.max(split.logits_zs[i] / t_zs))
+        preds.append(np.argmax(w * e_ft / e_ft.sum() + (1 - w) * e_zs / e_zs.sum()))
+    return np.array(preds)
+
+
+@pytest.mark.parametrize("scale", ["squared", "l2"])
+def test_vrf_equals_the_per_sample_loop(scale):
+    split = random_split(np.random.default_rng(0), "test", "id_test")
+    p = VRFParams(a=0.9, b=0.2, k=4, rule="sigmoid", scale=scale, calibrate=True)
+    assert (vrf_preds(split, p, (1.7, 0.6)) == loop_vrf(split, p, 1.7, 0.6)).all()
+
+
+def test_vrf_reduces_to_each_model_at_extreme_weights():
+    split = random_split(np.random.default_rng(1), "test", "id_test")
+    assert (mixture_preds(split, 1.0, 1.0, 1.0) == split.logits_ft.argmax(1)).all()
+    assert (mixture_preds(split, 0.0, 1.0, 1.0) == split.logits_zs.argmax(1)).all()
+    far = VRFParams(a=-10.0, b=0.1, k=1)  # every sample far beyond a: w = 0, zero-shot
+    assert (vrf_preds(split, far, (1.0, 1.0)) == split.logits_zs.argmax(1)).all()
+
+
+def test_selection_uses_only_the_tuning_split_and_table_is_consistent():
+    rng = np.random.default_rng(2)
+    val, test = random_split(rng, "val", "id_val"), random_split(rng, "test", "id_test")
+    ood = random_split(rng, "shift", "ood")
+    sel = select(val, [0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [1, 5])
+    assert sel.tuned_on == "val"
+    assert select(val, [0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [1, 5]) == sel  # deterministic
+    table = results_table([val, test, ood], sel, [0.0, 0.5, 1.0], ci=False)
+    assert table["fine-tuned"]["test"]["acc"] == pytest.approx((test.logits_ft.argmax(1) == test.labels).mean())
+    assert table["VRF"]["OOD avg"]["acc"] == pytest.approx(table["VRF"]["shift"]["acc"])
+    expected_wse = test.logits_wse[[0.0, 0.5, 1.0].index(sel.wse_alpha)].argmax(1)
+    assert table["WSE"]["test"]["acc"] == pytest.approx((expected_wse == test.labels).mean())
+    assert {"select: msp", "select: energy", "select: knn"} <= set(table)
+    # The VRF row uses the selected parameters: a per-sample loop agrees.
+    expected = (loop_vrf(ood, sel.vrf, sel.t_zs, sel.t_ft) == ood.labels).mean()
+    assert table["VRF"]["shift"]["acc"] == pytest.approx(expected)

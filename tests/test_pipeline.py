@@ -1,0 +1,114 @@
+"""`precompute run` on a tiny image-folder dataset made here, `report --json`, and content-keyed caching."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny import tiny_config, tiny_local_dir
+
+from precompute.config import ConfigError, load_config
+from precompute.pipeline import run
+from vrf_core.bundle import open_bundle
+from vrf_core.ensembles import softmax
+from vrf_core.projection import project_logits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg_path = tiny_config(tmp, tiny_local_dir(tmp / "model"))
+    bundle = run(load_config(cfg_path))
+    return tmp, cfg_path, bundle
+
+
+def test_bundle_is_complete_and_checksummed(tiny_run):
+    _, _, bundle = tiny_run
+    again = open_bundle(bundle.path, verify=True)
+    roles = {s["role"] for s in again.splits.values()}
+    assert roles == {"id_train", "zsf", "id_val", "id_test", "ood"}
+    assert again.splits["subset"]["projection"] == {"groups": [[0], [2], [3]]}
+    assert again.array("test", "features_ft").dtype == np.float16
+    assert again.array("test", "logits_wse").shape[:2] == (3, again.splits["test"]["n"])
+    assert again.manifest["models"]["zs"]["sha256"] and again.manifest["models"]["ft"]["sha256"]
+    assert not list(bundle.path.rglob("*.tmp"))
+    assert again.thumbnail("test", 0)[:2] == b"\xff\xd8"  # a JPEG
+
+
+def straightforward_vrf_accuracy(bundle, split, sel):
+    """Independent recomputation from raw arrays, written out in full (no vrf_core.evaluate)."""
+    proj = bundle.projection(split)
+    zs = project_logits(np.asarray(bundle.array(split, "logits_zs"), np.float64), proj)
+    ft = project_logits(np.asarray(bundle.array(split, "logits_ft"), np.float64), proj)
+    v = sel["vrf"]
+    d = np.asarray(bundle.array(split, "knn_sqdist"))[:, v["k"] - 1].astype(np.float64)
+    if v["scale"] == "l2":
+        d = np.sqrt(d)
+    w = 1.0 / (1.0 + np.exp((d - v["a"]) / v["b"]))
+    p = w[:, None] * softmax(ft / sel["t_ft"]) + (1 - w[:, None]) * softmax(zs / sel["t_zs"])
+    return float((p.argmax(1) == np.asarray(bundle.array(split, "labels"))).mean())
+
+
+def test_report_json_agrees_with_the_bundle_arrays(tiny_run):
+    _, _, bundle = tiny_run
+    out = subprocess.run([sys.executable, "-m", "precompute", "report", str(bundle.path), "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    rep = json.loads(out.stdout)
+    assert rep["tuned_on"] == "val" and rep["columns"][-1] == "OOD avg"
+    for split in ("val", "test", "sketch", "subset"):
+        labels = np.asarray(bundle.array(split, "labels"))
+        proj = bundle.projection(split)
+        zs = project_logits(np.asarray(bundle.array(split, "logits_zs")), proj)
+        ft = project_logits(np.asarray(bundle.array(split, "logits_ft")), proj)
+        assert rep["rows"]["zero-shot"][split]["acc"] == pytest.approx((zs.argmax(1) == labels).mean())
+        assert rep["rows"]["fine-tuned"][split]["acc"] == pytest.approx((ft.argmax(1) == labels).mean())
+        vrf = straightforward_vrf_accuracy(bundle, split, rep["selection"])
+        assert rep["rows"]["VRF"][split]["acc"] == pytest.approx(vrf)
+        cell = rep["rows"]["VRF"][split]
+        assert cell["lo"] <= cell["acc"] <= cell["hi"]
+    ood = [rep["rows"]["VRF"][s]["acc"] for s in ("sketch", "subset")]
+    assert rep["rows"]["VRF"]["OOD avg"]["acc"] == pytest.approx(np.mean(ood))
+
+
+def test_rerun_recomputes_nothing_and_changes_recompute_what_they_affect(tiny_run):
+    tmp, cfg_path, bundle = tiny_run
+    manifest = bundle.path / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    ckpts = sorted(p.name for p in (bundle.path / "checkpoints").iterdir())
+    again = run(load_config(cfg_path))
+    assert manifest.stat().st_mtime_ns == stamp  # nothing rewritten
+    assert again.manifest["assemble_key"] == bundle.manifest["assemble_key"]
+
+    # A new template changes the zero-shot head, hence fine-tuning and everything downstream.
+    text = cfg_path.read_text().replace('"a drawing of a {}."', '"a sketch of a {}."')
+    cfg2 = tmp / "run2.toml"
+    cfg2.write_text(text)
+    changed = run(load_config(cfg2))
+    assert changed.manifest["assemble_key"] != bundle.manifest["assemble_key"]
+    assert len(list((bundle.path / "checkpoints").iterdir())) == len(ckpts) + 1
+
+    # Changing only k_max re-assembles but reuses the fine-tuned weights and extraction caches.
+    extract_dirs = set((bundle.path / "cache" / "extract").iterdir())
+    cfg3 = tmp / "run3.toml"
+    cfg3.write_text(text.replace("k_max = 8", "k_max = 6"))
+    third = run(load_config(cfg3))
+    assert third.k_max == 6
+    assert set((bundle.path / "cache" / "extract").iterdir()) == extract_dirs
+    assert len(list((bundle.path / "checkpoints").iterdir())) == len(ckpts) + 1
+
+
+def test_config_typos_name_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nname = "x"\n[data.train]\npath = "a"\nval_holdot = 3\n[data.test]\npath = "b"\n')
+    with pytest.raises(ConfigError, match=r"data\.train\.val_holdot.*val_holdout"):
+        load_config(cfg)
+    cfg.write_text('[modle]\nname = "x"\n')
+    with pytest.raises(ConfigError, match=r"\[modle\].*\[model\]"):
+        load_config(cfg)
+    cfg.write_text('[model]\nname = "x"\n[data.train]\npath = "a"\n[data.test]\npath = "b"\n')
+    with pytest.raises(ConfigError, match="held-out ID validation split"):
+        load_config(cfg)
