@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import pickle
 import struct
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -123,19 +125,21 @@ def test_imagenet_layout_errors_name_the_structure(tmp_path, imagenet_root):
         LOADERS["imagenet"]("test", imagenet_root, CIFAR_NAMES)
 
 
-@pytest.mark.parametrize("top", ["", "imagenetv2-matched-frequency-format-val"])
-def test_imagenet_v2_folders_are_class_indices(tmp_path, top):
-    counts = _class_tree(tmp_path / top, [str(i) for i in range(1000)], ".jpeg")
-    ds = LOADERS["imagenet_v2"]("imagenet_v2", tmp_path, IMAGENET_NAMES)
-    np.testing.assert_array_equal(ds.labels, _labels(counts))
-    assert ds.refs[-1] == "999/img_1.jpeg" and ds.projection is None
+def test_imagenet_v2_folders_are_class_indices(tmp_path):
+    top = tmp_path / "imagenetv2-matched-frequency-format-val"
+    counts = _class_tree(top, [str(i) for i in range(1000)], ".jpeg")
+    for path in (tmp_path, top):  # the archive's parent folder or the folder itself
+        ds = LOADERS["imagenet_v2"]("imagenet_v2", path, IMAGENET_NAMES)
+        np.testing.assert_array_equal(ds.labels, _labels(counts))
+        assert ds.refs[-1] == "999/img_1.jpeg" and ds.projection is None
 
 
-@pytest.mark.parametrize("top", ["", "sketch"])
-def test_imagenet_sketch(tmp_path, top):
-    counts = _class_tree(tmp_path / top, list(imagenet_wnids()))
-    ds = LOADERS["imagenet_sketch"]("imagenet_sketch", tmp_path, IMAGENET_NAMES)
-    np.testing.assert_array_equal(ds.labels, _labels(counts))
+def test_imagenet_sketch_with_or_without_the_sketch_folder(tmp_path, imagenet_root):
+    (tmp_path / "sketch").symlink_to(imagenet_root / "val", target_is_directory=True)
+    counts = [EXTRA_IMAGES.get(j, 1) for j in range(1000)]
+    for path in (tmp_path, imagenet_root / "val"):  # path/sketch/<wnid>/ and path/<wnid>/
+        ds = LOADERS["imagenet_sketch"]("imagenet_sketch", path, IMAGENET_NAMES)
+        np.testing.assert_array_equal(ds.labels, _labels(counts))
 
 
 @pytest.mark.parametrize("variant", ["a", "r"])
@@ -355,6 +359,32 @@ def test_entity30_errors(tmp_path, imagenet_root):
     with pytest.raises(DatasetError, match="subpopulation = 'ood'"):
         LOADERS["entity30"]("entity30", imagenet_root, names, subpopulation="ood")
     wnid = entity30_superclasses()[3].target[1]
-    _class_tree(tmp_path / "train", [w for w in imagenet_wnids() if w != wnid])
+    _class_tree(tmp_path / "train", [w for s in entity30_superclasses() for w in s.target if w != wnid])
     with _raises_with_layout(f"1 Entity-30 target subclasses are missing.*{wnid}", "an ImageNet root"):
         LOADERS["entity30"]("entity30", tmp_path, names, subpopulation="target")
+
+
+# ---------------------------------------------------------------- recipes
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+def test_recipes_parse_and_name_known_dataset_types(tmp_path):
+    from precompute.config import load_config
+
+    assert {p.stem for p in RECIPES} >= {"imagenet_vitb16_e2e", "imagenet_vitb16_lpft", "imagenet_vitb32_e2e",
+                                         "cifar10_stl10_vitb16", "entity30_vitb16"}
+    for recipe in RECIPES:
+        raw = tomllib.loads(recipe.read_text())
+        load_config(recipe)  # the pipeline's own validation
+        data = raw["data"]
+        sections = [data["train"], data["test"], *data.get("ood", {}).values()]
+        classnames = list(CLASSNAMES[raw["classes"]["names"]]())
+        for section in sections:
+            assert section["type"] in LOADERS, f"{recipe.name}: unknown dataset type {section['type']!r}"
+            assert section["path"].startswith("/path/to/"), f"{recipe.name}: paths use the DATA_ROOT placeholder"
+            loader, options = LOADERS[section["type"]], section.get("options", {})
+            assert set(options) <= set(list(inspect.signature(loader.__wrapped__).parameters)[3:])
+            # Valid options and class list: the loader gets as far as looking for the (absent) data.
+            with pytest.raises(DatasetError, match="does not exist|lacks|missing"):
+                loader(section["type"], tmp_path / "absent", classnames, **options)
