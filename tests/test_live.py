@@ -1,0 +1,124 @@
+"""Live re-weighting (vrf_core.live) gives the same predictions as the full N x C mixtures of
+vrf_core.evaluate on every sample: random, adversarial (ties, flat rows, w = 0 and 1, binary
+rule, few classes) and projected splits, plus a property test."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vrf_core.data import ClassProjection
+from vrf_core.evaluate import SplitData, VRFParams, mixture_preds, vrf_preds
+from vrf_core.live import LiveSplit, ose_curve, softmax_rows, vrf_curve
+from vrf_core.projection import project_logits
+
+T_ZS, T_FT = 1.7, 0.6
+
+
+def random_split(rng, n=400, c=50, k=8, scale=3.0, dtype=np.float32) -> SplitData:
+    labels = rng.integers(0, c, n)
+    zs = rng.normal(size=(n, c)) * scale
+    zs[np.arange(n), labels] += 2.0
+    ft = rng.normal(size=(n, c)) * scale
+    ft[np.arange(n), labels] += 4.0
+    knn = np.sort(rng.uniform(0, 3, size=(n, k)), axis=1).astype(np.float32)
+    return SplitData("s", "ood", labels, zs.astype(dtype), ft.astype(dtype), knn)
+
+
+def assert_same(split: SplitData, live: LiveSplit, params: VRFParams) -> None:
+    expected = vrf_preds(split, params, (T_ZS, T_FT))
+    np.testing.assert_array_equal(live.vrf_preds(params), expected)
+
+
+PARAMS = [VRFParams(1.5, 0.6, 1), VRFParams(0.8, 0.1, 3, "linear"), VRFParams(1.0, 0.3, 8, "binary"),
+          VRFParams(1.2, 0.2, 2, "sigmoid", "l2", calibrate=False), VRFParams(1.5, 0.6, 4, calibrate=False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_softmax_rows_equals_split_probs_bitwise(dtype):
+    split = random_split(np.random.default_rng(0), n=700, c=300, dtype=dtype)
+    for t in (1.0, 0.37, 2.9):
+        full = split.probs("ft", t)
+        np.testing.assert_array_equal(softmax_rows(split.logits_ft, t), full)
+        rows = np.array([5, 3, 699, 0])
+        np.testing.assert_array_equal(softmax_rows(split.logits_ft[rows], t), full[rows])
+
+
+@pytest.mark.parametrize("c,m", [(50, 5), (1000, 5), (6, 3), (2, 5), (7, 1)])
+def test_vrf_and_ose_equal_the_full_mixture(c, m):
+    rng = np.random.default_rng(c + m)
+    split = random_split(rng, n=600 if c < 1000 else 300, c=c)
+    live = LiveSplit.from_split_data(split, T_ZS, T_FT, m=m)
+    for params in PARAMS:
+        assert_same(split, live, params)
+    for alpha in (0.0, 0.1, 0.5, 0.9, 1.0):
+        for cal in (False, True):
+            t = (T_ZS, T_FT) if cal else (1.0, 1.0)
+            np.testing.assert_array_equal(live.mixture_preds(alpha, cal), mixture_preds(split, alpha, *t))
+
+
+def test_curves_equal_one_value_at_a_time():
+    rng = np.random.default_rng(3)
+    splits = [random_split(rng, n=200, c=30), random_split(rng, n=150, c=30)]
+    lives = [LiveSplit.from_split_data(s, T_ZS, T_FT) for s in splits]
+    alphas = [i / 10 for i in range(11)]
+    got = ose_curve(lives, alphas, calibrated=True)
+    want = [[(mixture_preds(s, al, T_ZS, T_FT) == s.labels).mean() for s in splits] for al in alphas]
+    np.testing.assert_array_equal(got, want)
+    base = VRFParams(1.0, 0.3, 2)
+    a_values = np.linspace(0.2, 2.5, 7)
+    got = vrf_curve(lives, base, a_values)
+    want = [[(vrf_preds(s, VRFParams(float(a), 0.3, 2), (T_ZS, T_FT)) == s.labels).mean() for s in splits]
+            for a in a_values]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_ties_flat_rows_and_extreme_weights():
+    """Exact ties inside and across the top-m lists; flat rows where every class ties (the
+    bound cannot certify, so the full row decides); w exactly 0 and 1."""
+    rng = np.random.default_rng(4)
+    n, c = 500, 40
+    zs = rng.integers(-2, 3, size=(n, c)).astype(np.float32)  # few distinct values: many ties
+    ft = rng.integers(-2, 3, size=(n, c)).astype(np.float32)
+    zs[:50] = 0.0  # flat rows
+    ft[:50] = 0.0
+    ft[50:100] = zs[50:100]  # both models agree exactly
+    zs[100:150, 30:] = zs[100:150, :1]  # the row's first value repeated beyond the top-m lists
+    knn = np.sort(rng.uniform(0, 3, size=(n, 4)), axis=1).astype(np.float32)
+    split = SplitData("ties", "ood", rng.integers(0, c, n), zs, ft, knn)
+    live = LiveSplit.from_split_data(split, 1.0, 1.0, m=3)
+    w = rng.uniform(size=n)
+    w[::3], w[1::3] = 0.0, 1.0
+    for weights in (w, 0.0, 1.0, 0.5, 0.3):
+        np.testing.assert_array_equal(live.mixture_preds(weights), mixture_preds(split, weights, 1.0, 1.0))
+    assert live.fallback_rows > 0  # the full-row path was exercised
+    assert (live.mixture_preds(0.5)[:50] == 0).all()  # a flat row's argmax is class 0, as np.argmax
+
+
+@pytest.mark.parametrize("projection", [ClassProjection.subset([3, 7, 8, 20, 41, 59]),
+                                        ClassProjection(((0, 5, 9), (1,), (2, 3), (40, 41, 42, 43), (59, 11)))])
+def test_projected_splits(projection):
+    """ImageNet-A/R-style subsets and ObjectNet-style groups (max over each group's logits)."""
+    full = random_split(np.random.default_rng(5), n=500, c=60)
+    split = SplitData("proj", "ood", full.labels % projection.num_classes,
+                      project_logits(full.logits_zs, projection), project_logits(full.logits_ft, projection),
+                      full.knn_sqdist)
+    live = LiveSplit.from_split_data(split, T_ZS, T_FT, m=2)
+    for params in PARAMS:
+        assert_same(split, live, params)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), c=st.integers(2, 40), m=st.integers(1, 6),
+       levels=st.integers(2, 6), t=st.sampled_from([0.5, 1.0, 1.3]))
+def test_property_equal_to_full_mixture(seed, c, m, levels, t):
+    """Logits drawn from a few levels (ties are common); weights include 0, 1 and repeats."""
+    rng = np.random.default_rng(seed)
+    n = 64
+    zs = rng.integers(0, levels, size=(n, c)).astype(np.float32)
+    ft = rng.integers(0, levels, size=(n, c)).astype(np.float32)
+    w = rng.choice([0.0, 1.0, 0.5, rng.uniform(), rng.uniform()], size=n)
+    split = SplitData("p", "ood", rng.integers(0, c, n), zs, ft, np.zeros((n, 1), np.float32))
+    live = LiveSplit.from_split_data(split, t, 1.0, m=m)
+    np.testing.assert_array_equal(live.mixture_preds(w, True), mixture_preds(split, w, t, 1.0))
+    np.testing.assert_array_equal(live.mixture_preds(float(w[0]), False), mixture_preds(split, w[0], 1.0, 1.0))

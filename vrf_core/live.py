@@ -1,0 +1,187 @@
+"""Exact live re-weighting: VRF and OSE predictions for new (a, b, k, rule, scale,
+calibration) without forming the full N x C mixture.
+
+The mixture score of class c is s_c = w p_ft[c] + (1 - w) p_zs[c] (paper Eq. 5),
+computed in float32 exactly as `vrf_core.evaluate.mixture_preds` does. Each model's
+top-m classes are kept per sample, with their probabilities under both models, plus
+r_ft and r_zs, the (m+1)-th largest probability of each model. A class outside both
+top-m lists has p_ft[c] <= r_ft and p_zs[c] <= r_zs, so, float32 rounding being
+monotone, s_c <= w r_ft + (1 - w) r_zs. When that bound is below the best candidate's
+score the argmax is among the (at most 2m) candidates; otherwise (rare) the sample's
+full row is recomputed. The candidate scores are bit-identical to the full
+computation's, and ties go to the smallest class index, as `np.argmax` does, so the
+predictions equal `mixture_preds` on every sample (tests/test_live.py).
+
+Usage: `live = LiveSplit.from_split_data(split, t_zs, t_ft)`, then
+`live.vrf_accuracy(params)`, `live.vrf_preds(params)`, `live.ose_accuracy(alpha, calibrated)`;
+`ose_curve` and `vrf_curve` sweep several splits at once.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from vrf_core.evaluate import SplitData, VRFParams
+from vrf_core.weights import kth_distance, weight
+
+ROW_CHUNK = 256  # rows per softmax block: two float64 blocks stay in a 4 MiB L2 cache
+
+
+def _exp_rows(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """exp(z / T - max) (n, C) float64 and its row sums (n, 1), as `ensembles.softmax` forms them."""
+    x = np.divide(logits, temperature, dtype=np.float64)
+    x -= x.max(axis=1, keepdims=True)
+    np.exp(x, out=x)
+    return x, x.sum(axis=1, keepdims=True)
+
+
+def softmax_rows(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 softmax of logits / T, bit-identical to `SplitData.probs` (float64 math, rows
+    independent), with the temporaries reused in place. logits: (n, C) -> (n, C) float32."""
+    e, s = _exp_rows(logits, temperature)
+    e /= s
+    return e.astype(np.float32)
+
+
+@dataclass
+class _TopM:
+    """Per sample, for one temperature pair: candidate classes (each model's top m), both
+    models' float32 probabilities there, and each model's (m+1)-th largest probability."""
+
+    cand: np.ndarray  # (N, 2m) int32
+    p_ft: np.ndarray  # (N, 2m) float32
+    p_zs: np.ndarray  # (N, 2m) float32
+    r_ft: np.ndarray  # (N,) float32
+    r_zs: np.ndarray  # (N,) float32
+
+
+def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m: int):
+    """Candidates and bounds of a block of rows. Only the probabilities that are kept are divided
+    out; p = float32(e / s) is monotone in e, so ranking by e ranks the probabilities."""
+    (e_ft, s_ft), (e_zs, s_zs) = _exp_rows(l_ft, t_ft), _exp_rows(l_zs, t_zs)
+    c = e_ft.shape[1]
+    rows = np.arange(len(e_ft))
+    tops, bounds = [], []
+    for e, s in ((e_ft, s_ft), (e_zs, s_zs)):
+        part = np.argpartition(e, c - m - 1, axis=1)
+        tops.append(part[:, c - m:])
+        bounds.append((e[rows, part[:, c - m - 1]] / s[:, 0]).astype(np.float32))
+    cand = np.concatenate(tops, axis=1)
+    p_ft = (np.take_along_axis(e_ft, cand, axis=1) / s_ft).astype(np.float32)
+    p_zs = (np.take_along_axis(e_zs, cand, axis=1) / s_zs).astype(np.float32)
+    return cand.astype(np.int32), p_ft, p_zs, bounds[0], bounds[1]
+
+
+def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> _TopM:
+    n = len(logits_ft)
+    t = _TopM(np.empty((n, 2 * m), np.int32), np.empty((n, 2 * m), np.float32),
+              np.empty((n, 2 * m), np.float32), np.empty(n, np.float32), np.empty(n, np.float32))
+
+    def fill(s: int) -> None:
+        e = min(s + ROW_CHUNK, n)
+        t.cand[s:e], t.p_ft[s:e], t.p_zs[s:e], t.r_ft[s:e], t.r_zs[s:e] = _top_m_block(
+            logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m)
+
+    # NumPy releases the GIL inside these kernels, so row blocks run in parallel threads.
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(fill, range(0, n, ROW_CHUNK)))
+    return t
+
+
+@dataclass
+class LiveSplit:
+    """One evaluation split ready for live re-weighting.
+
+    The split's logits may be memory-mapped: after the per-temperature tables are built
+    (on first use), only the rows that need the full computation are read again.
+    `fallback_rows` counts the samples recomputed in full so far (for the benchmark).
+    """
+
+    split: SplitData
+    t_zs: float
+    t_ft: float
+    m: int = 5
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    fallback_rows: int = 0
+    _tables: dict = field(default_factory=dict, repr=False)
+    _distances: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_split_data(cls, split: SplitData, t_zs: float, t_ft: float, m: int = 5) -> LiveSplit:
+        """t_zs, t_ft: the calibrated temperatures (used when `calibrate` is on, else T = 1)."""
+        return cls(split, float(t_zs), float(t_ft), m)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.split.labels
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def _temperatures(self, calibrated: bool) -> tuple[float, float]:
+        return (self.t_zs, self.t_ft) if calibrated else (1.0, 1.0)
+
+    def _top_m(self, calibrated: bool) -> _TopM | None:
+        """Built on first use for each temperature pair; None when m covers every class."""
+        temps = self._temperatures(calibrated)
+        m = min(self.m, self.split.logits_ft.shape[1] - 1)
+        if m < 1:
+            return None
+        if temps not in self._tables:
+            self._tables[temps] = _build_top_m(self.split.logits_zs, self.split.logits_ft, *temps, m, self.threads)
+        return self._tables[temps]
+
+    def mixture_preds(self, w: np.ndarray | float, calibrated: bool = True) -> np.ndarray:
+        """argmax of w * p_ft + (1 - w) * p_zs, equal to `evaluate.mixture_preds`; w scalar or (N,)."""
+        w = np.asarray(w, dtype=np.float32)
+        t = self._top_m(calibrated)
+        if t is None:
+            return self._full_preds(np.arange(len(self)), w, calibrated)
+        wc, w1 = (w[:, None], 1.0 - w[:, None]) if w.ndim == 1 else (w, 1.0 - w)
+        score = wc * t.p_ft + w1 * t.p_zs
+        best = score.max(axis=1)
+        preds = np.where(score == best[:, None], t.cand, np.iinfo(np.int32).max).min(axis=1).astype(np.int64)
+        w1 = 1.0 - w  # the bound on every class outside both top-m lists, rounded the same way
+        bound = w * t.r_ft + w1 * t.r_zs
+        unsure = np.flatnonzero(bound >= best)
+        if len(unsure):
+            preds[unsure] = self._full_preds(unsure, w, calibrated)
+        return preds
+
+    def _full_preds(self, rows: np.ndarray, w: np.ndarray, calibrated: bool) -> np.ndarray:
+        self.fallback_rows += len(rows)
+        t_zs, t_ft = self._temperatures(calibrated)
+        w = w[rows, None] if w.ndim == 1 else w
+        p = w * softmax_rows(self.split.logits_ft[rows], t_ft)
+        p += (1.0 - w) * softmax_rows(self.split.logits_zs[rows], t_zs)
+        return p.argmax(axis=1)
+
+    def vrf_weights(self, params: VRFParams) -> np.ndarray:
+        """w(x) for every sample (vrf_core.weights); the k-th distance is cached per (k, scale)."""
+        key = (params.k, params.scale)
+        if key not in self._distances:
+            self._distances[key] = kth_distance(self.split.knn_sqdist, params.k, params.scale)
+        return weight(self._distances[key], params.a, params.b, params.rule)
+
+    def vrf_preds(self, params: VRFParams) -> np.ndarray:
+        return self.mixture_preds(self.vrf_weights(params), params.calibrate)
+
+    def vrf_accuracy(self, params: VRFParams) -> float:
+        return float((self.vrf_preds(params) == self.labels).mean())
+
+    def ose_accuracy(self, alpha: float, calibrated: bool = False) -> float:
+        return float((self.mixture_preds(alpha, calibrated) == self.labels).mean())
+
+
+def ose_curve(splits: list[LiveSplit], alphas: list[float], calibrated: bool = False) -> np.ndarray:
+    """OSE accuracy (len(alphas), len(splits)) for every alpha."""
+    return np.array([[s.ose_accuracy(al, calibrated) for s in splits] for al in alphas])
+
+
+def vrf_curve(splits: list[LiveSplit], params: VRFParams, a_values: list[float]) -> np.ndarray:
+    """VRF accuracy (len(a_values), len(splits)) as a varies, the other settings held."""
+    return np.array([[s.vrf_accuracy(replace(params, a=float(a))) for s in splits] for a in a_values])
