@@ -298,6 +298,13 @@ def test_cifar_parser_refuses_what_a_batch_never_holds():
         parse_pickle(pickle.dumps(np.array([1, "a"], dtype=object), protocol=4), "object_array")
     with pytest.raises(DatasetError, match="ends early|ends before STOP"):
         parse_pickle(pickle.dumps([1, 2, 3], protocol=4)[:-3], "truncated")
+    nested = b"\x80\x04" + b"]" * 100_000 + b"a" * 99_999 + b"."
+    with pytest.raises(DatasetError, match="nested deeper"):
+        parse_pickle(nested, "deep")
+    many = {b"filenames": [b"f%d.png" % i for i in range(3000)], b"labels": list(range(3000))}
+    blob = _dump(many, "py2")
+    assert pickle.LONG_BINPUT in blob  # memo indices past 255
+    assert parse_pickle(blob, "big") == many
     arr = np.arange(12, dtype=">i4").reshape(3, 4)
     np.testing.assert_array_equal(parse_pickle(pickle.dumps({"a": arr}, protocol=4), "ok")["a"], arr)
 
@@ -322,6 +329,7 @@ def test_stl10_drops_monkey_and_maps_to_cifar_classes(tmp_path):
     expected = [CIFAR_NAMES.index(renamed.get(stl_names[stl_labels[i] - 1], stl_names[stl_labels[i] - 1]))
                 for i in keep]
     assert ds.classnames == CIFAR_NAMES and ds.projection is None and ds.notes["removed"]["count"] == 2
+    assert set(ds.notes["source_files"]) == {"test_X.bin", "test_y.bin"}
     np.testing.assert_array_equal(ds.labels, expected)
     assert ds.refs == [f"stl10_binary/test_X.bin#{i}" for i in keep]
     for j in (0, 3, len(ds) - 1):

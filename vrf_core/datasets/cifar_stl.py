@@ -20,6 +20,11 @@ from vrf_core.datasets.safe_pickle import parse_pickle
 CIFAR_SIDE, STL_SIDE = 32, 96
 
 
+def _file_stats(files) -> dict[str, list[int]]:
+    """{file name: [size, mtime_ns]}: the pixels of these sets live in a few binary files, not one file per image."""
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+
+
 def _cifar_split(name: str, model_classnames: list[str], split: str) -> str:
     require_model_classes(name, model_classnames, 10, "CIFAR-10")
     return choice(name, "split", split, ("train", "test"))
@@ -53,6 +58,7 @@ def cifar10(name: str, path: Path, model_classnames: list[str], split: str = "tr
     labels = np.concatenate([b[1] for b in batches])
     ds = array_image_set(name, images, labels, model_classnames, ref_prefix=f"cifar-10-batches-py/{split}")
     ds.root = str(root)
+    ds.notes["source_files"] = _file_stats(root / f for f in files)
     return ds
 
 
@@ -82,4 +88,5 @@ def stl10(name: str, path: Path, model_classnames: list[str], split: str = "test
     refs = [f"stl10_binary/{split}_X.bin#{i}" for i in keep]
     ds = ImageSet(name, refs, cifar_labels[keep], model_classnames, load, None, str(root))
     ds.notes["removed"] = {"class": "monkey", "count": int(len(stl_labels) - len(keep))}
+    ds.notes["source_files"] = _file_stats([x_file, y_file])
     return ds

@@ -318,4 +318,7 @@ _OPS = {
 
 def parse_pickle(blob: bytes, where: str) -> object:
     """Interpret `blob` as a restricted pickle; `where` (a file name) prefixes every error."""
-    return _Reader(blob, where).run()
+    try:
+        return _Reader(blob, where).run()
+    except RecursionError as exc:
+        raise DatasetError(f"{where}: nested deeper than a CIFAR batch ever is") from exc
