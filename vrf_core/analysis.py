@@ -1,8 +1,8 @@
-"""The paper's analyses as plain functions on arrays: accuracy curves over a
-hyperparameter, accuracy per distance bin, top-k predictions, unit conversions.
+"""The paper's analyses as plain functions on arrays: parameter sweeps, accuracy per
+distance bin, distance densities, top-k predictions, unit conversions.
 
-Used by the dashboard to redraw every view when a, b, k or the weight rule change;
-no I/O, no Streamlit.
+Used by the dashboard to redraw its views when a, b, k or the weight rule change
+(the re-weighted predictions themselves come from `vrf_core.live`); no I/O, no Streamlit.
 """
 
 from __future__ import annotations
@@ -12,33 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from vrf_core.evaluate import SplitData, VRFParams, vrf_weights
-
-
-def mixture_accuracies(p_zs: np.ndarray, p_ft: np.ndarray, labels: np.ndarray,
-                       weights: Sequence[np.ndarray | float]) -> np.ndarray:
-    """Accuracy of argmax(w * p_ft + (1 - w) * p_zs) for each w in `weights` (scalar or (N,)).
-
-    p_zs, p_ft: (N, C) probabilities. Exact but only evaluated where the two models'
-    top-1 differ: where they agree, every mixture with w in [0, 1] agrees with them.
-    """
-    pred_zs, pred_ft = p_zs.argmax(1), p_ft.argmax(1)
-    rows = np.flatnonzero(pred_zs != pred_ft)
-    agree_right = int(((pred_zs == pred_ft) & (pred_ft == labels)).sum())
-    n = len(labels)
-    pz, pf, y = p_zs[rows], p_ft[rows], labels[rows]
-    out = np.empty(len(weights))
-    for i, w in enumerate(weights):
-        w = np.asarray(w, dtype=np.float32)
-        w = w[rows, None] if w.ndim == 1 else w
-        pred = (w * pf + (1.0 - w) * pz).argmax(1)
-        out[i] = (agree_right + int((pred == y).sum())) / n if n else np.nan
-    return out
-
-
-def ose_curve(split: SplitData, alphas: Sequence[float], t_zs: float = 1.0, t_ft: float = 1.0) -> np.ndarray:
-    """(A,) accuracy of the output-space ensemble at each alpha (T = 1 for the uncalibrated OSE)."""
-    return mixture_accuracies(split.probs("zs", t_zs), split.probs("ft", t_ft), split.labels, list(alphas))
+from vrf_core.evaluate import SplitData, VRFParams
 
 
 def wse_curve(split: SplitData) -> np.ndarray:
@@ -46,24 +20,31 @@ def wse_curve(split: SplitData) -> np.ndarray:
     return np.array([(split.logits_wse[i].argmax(1) == split.labels).mean() for i in range(len(split.logits_wse))])
 
 
-def vrf_curve(split: SplitData, params: Sequence[VRFParams], t: tuple[float, float]) -> np.ndarray:
-    """(P,) VRF accuracy for each parameter set (all with the same `calibrate`)."""
-    if len({p.calibrate for p in params}) > 1:
-        raise ValueError("vrf_curve needs one calibration setting for all parameter sets")
-    t_zs, t_ft = t if params and params[0].calibrate else (1.0, 1.0)
-    weights = [vrf_weights(split, p) for p in params]
-    return mixture_accuracies(split.probs("zs", t_zs), split.probs("ft", t_ft), split.labels, weights)
-
-
 def sweep(params: VRFParams, name: str, values: Sequence[float]) -> list[VRFParams]:
-    """`params` with one field (a or b) set to each of `values`."""
-    return [replace(params, **{name: float(v)}) for v in values]
+    """`params` with one numeric field (a, b or k) set to each of `values`."""
+    cast = type(getattr(params, name))
+    return [replace(params, **{name: cast(v)}) for v in values]
 
 
 def sweep_values(current: float, lo: float, hi: float, n: int = 41, log: bool = False) -> np.ndarray:
     """n values spanning [lo, hi] (geometric when `log`), with `current` included exactly."""
     grid = np.geomspace(lo, hi, n) if log else np.linspace(lo, hi, n)
     return np.unique(np.append(grid, current))
+
+
+def density(values: np.ndarray, grid: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
+    """Gaussian kernel density of `values` on an evenly spaced `grid` (Scott's bandwidth by default),
+    from a histogram on the grid convolved with the kernel: O(N + G^2), for large N."""
+    values = np.asarray(values, dtype=np.float64)
+    step = float(grid[1] - grid[0])
+    if bandwidth is None:
+        bandwidth = 1.06 * float(np.std(values)) * len(values) ** -0.2
+    bandwidth = max(bandwidth, step)
+    edges = np.append(grid - step / 2, grid[-1] + step / 2)
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), edges)
+    offsets = (np.arange(len(grid)) - np.arange(len(grid))[:, None]) * step
+    kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2) / (bandwidth * np.sqrt(2 * np.pi))
+    return kernel @ counts / max(len(values), 1)
 
 
 def distance_bin_edges(distances: Sequence[np.ndarray], n_bins: int = 12, tail: float = 0.01) -> np.ndarray:

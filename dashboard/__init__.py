@@ -1,0 +1,1 @@
+"""VRF lab's Streamlit dashboard: reads run bundles, never runs a model."""

@@ -1,0 +1,148 @@
+"""The sample grid and the inspector, shared by the Samples page and the Embedding map.
+
+An item is (split, row). Clicking "Inspect" under a thumbnail puts the item in
+`st.session_state["inspect"]`; the inspector beside the grid shows it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import data
+from dashboard.sidebar import Context
+from vrf_core.analysis import top_k
+
+COLUMNS = 4
+PAGE_SIZE = 16
+NEIGHBOURS_SHOWN = 8
+SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF"}
+
+
+def unit(ctx: Context) -> str:
+    return "d²" if ctx.params.scale == "squared" else "d"
+
+
+def verdicts(view: data.SplitView, i: int) -> str:
+    """`✓ ZS ✗ FT ✓ VRF` in green and red."""
+    marks = []
+    for method in data.METHODS_LIVE:
+        ok = bool(view.preds[method][i] == view.labels[i])
+        marks.append(f":{'green' if ok else 'red'}[{'✓' if ok else '✗'} {SHORT[method]}]")
+    return " ".join(marks)
+
+
+def _inspect(item: tuple[str, int]) -> None:
+    st.session_state["inspect"] = item
+
+
+def grid(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
+    """Thumbnails of `items` (already filtered and sorted), a page at a time."""
+    if not items:
+        st.info("No sample matches these filters.", icon=":material/filter_alt_off:")
+        return
+    pages = -(-len(items) // PAGE_SIZE)
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    page = c1.number_input("Page", 1, pages, 1, key=f"{key}-page") if pages > 1 else 1
+    start = (page - 1) * PAGE_SIZE
+    c2.caption(f"Showing {start + 1}–{min(start + PAGE_SIZE, len(items))} of {len(items):,} samples"
+               + (f" ({pages} pages)" if pages > 1 else ""))
+    current = st.session_state.get("inspect")
+    cols = st.columns(COLUMNS)
+    for n, (split, i) in enumerate(items[start:start + PAGE_SIZE]):
+        view = ctx.live.views[split]
+        with cols[n % COLUMNS].container(border=True):
+            thumb = data.thumbnail(ctx.bundle, split, i)
+            if thumb is not None:
+                st.image(thumb, width="stretch")
+            name = ctx.bundle.split_classnames(split)[view.labels[i]]
+            st.markdown(f"**{name}** <small style='color:grey'>{split} #{i}</small>", unsafe_allow_html=True)
+            st.caption(f"{verdicts(view, i)}  \n{unit(ctx)} = {view.d[i]:.3f} · w = {view.w[i]:.2f}")
+            st.button("Inspect", key=f"{key}-inspect-{split}-{i}", on_click=_inspect, args=((split, i),),
+                      type="primary" if current == (split, i) else "secondary", width="stretch")
+
+
+def _probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
+    """The probabilities that enter the mixture (temperature-scaled when calibration is on)."""
+    sd = data.split_data(ctx.bundle, split)
+    t_zs, t_ft = (ctx.sel.t_zs, ctx.sel.t_ft) if ctx.params.calibrate else (1.0, 1.0)
+    p_zs, p_ft = sd.probs("zs", t_zs)[i], sd.probs("ft", t_ft)[i]
+    w = ctx.live.views[split].w[i]
+    return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs}
+
+
+def inspector(ctx: Context) -> None:
+    item = st.session_state.get("inspect")
+    if item is None or item[0] not in ctx.live.views or not ctx.live.views[item[0]].preds:
+        st.info("Click **Inspect** under an image to see both models' predictions, its weight and its nearest "
+                "zero-shot failure training images.", icon=":material/zoom_in:")
+        return
+    split, i = item
+    view, names = ctx.live.views[split], ctx.bundle.split_classnames(split)
+    refs = data.array(ctx.bundle, split, "refs")
+    with st.container(border=True, key="inspector"):
+        st.markdown(f"#### {split} #{i}")
+        c1, c2 = st.columns([1, 1])
+        thumb = data.thumbnail(ctx.bundle, split, i)
+        if thumb is not None:
+            c1.image(thumb, width="stretch")
+        c2.markdown(f"**{names[view.labels[i]]}**  \n{verdicts(view, i)}\n\n"
+                    f"{unit(ctx)} = **{view.d[i]:.3f}** (k = {ctx.params.k})  \n"
+                    f"w = **{view.w[i]:.3f}** on the fine-tuned model")
+        c2.caption(f"`{refs[i]}`")
+
+        probs = _probabilities(ctx, split, i)
+        classes = sorted({int(c) for p in probs.values() for c in top_k(p, 5)[0]}, key=lambda c: -probs["VRF"][c])
+        table = pd.DataFrame({"class": [("✓ " if c == view.labels[i] else "") + names[c] for c in classes],
+                              **{m: [float(p[c]) for c in classes] for m, p in probs.items()}})
+        bar = {m: st.column_config.ProgressColumn(m, min_value=0.0, max_value=1.0, format="%.2f", width="small")
+               for m in probs}
+        st.markdown("**Top-5 classes of each model** (✓ = true label)")
+        st.dataframe(table, hide_index=True, width="stretch", column_config=bar, key="inspector-top5")
+        if ctx.params.calibrate:
+            st.caption(f"Temperature-scaled: T_zs = {ctx.sel.t_zs:.2f}, T_ft = {ctx.sel.t_ft:.2f}; "
+                       f"VRF = {view.w[i]:.2f} · fine-tuned + {1 - view.w[i]:.2f} · zero-shot.")
+        neighbours(ctx, split, i)
+
+
+def neighbours(ctx: Context, split: str, i: int) -> None:
+    """The k nearest ZSF training images (the first few), with their labels and the zero-shot's wrong answer."""
+    zsf = ctx.bundle.split_names("zsf")
+    if not zsf or not ctx.bundle.has(split, "knn_index"):
+        return
+    zsf = zsf[0]
+    idx = data.array(ctx.bundle, split, "knn_index")[i, :ctx.params.k]
+    sq = data.array(ctx.bundle, split, "knn_sqdist")[i, :ctx.params.k]
+    dist = sq if ctx.params.scale == "squared" else np.sqrt(np.maximum(sq, 0))
+    labels = data.array(ctx.bundle, zsf, "labels")
+    preds_zs = data.array(ctx.bundle, zsf, "preds_zs") if ctx.bundle.has(zsf, "preds_zs") else None
+    names = ctx.bundle.split_classnames(zsf)
+    shown = min(len(idx), NEIGHBOURS_SHOWN)
+    st.markdown(f"**Nearest zero-shot failure training images** ({shown} of k = {ctx.params.k})")
+    cols = st.columns(4)
+    for n in range(shown):
+        j = int(idx[n])
+        with cols[n % 4]:
+            thumb = data.thumbnail(ctx.bundle, zsf, j)
+            if thumb is not None:
+                st.image(thumb, width="stretch")
+            said = f"  \nZS said {names[preds_zs[j]]}" if preds_zs is not None else ""
+            st.caption(f"**{names[labels[j]]}**{said}  \n{unit(ctx)} {dist[n]:.3f}")
+
+
+# The inspector stays in view (and scrolls by itself) while the grid beside it scrolls.
+STICKY = """<style>
+[data-testid="stLayoutWrapper"]:has(> .st-key-inspector) {position: sticky; top: 3.75rem; z-index: 1;}
+.st-key-inspector {max-height: calc(100vh - 5rem); overflow-y: auto;}
+</style>"""
+
+
+def browser(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
+    """The grid with the inspector beside it."""
+    st.html(STICKY)
+    left, right = st.columns([5, 4], gap="medium")
+    with left:
+        grid(ctx, items, key)
+    with right:
+        inspector(ctx)

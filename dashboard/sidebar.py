@@ -1,0 +1,248 @@
+"""The shared sidebar: bundle picker, live VRF controls, URL sync and the latency line.
+
+Every control lives in `st.session_state` under a fixed key and is mirrored in the
+URL query string, so a view can be shared by its link. Controls start at the
+hyperparameters precompute chose on the validation split (or the URL's values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dashboard import data
+from dashboard.theme import dataset_colors
+from vrf_core.analysis import convert_scale
+from vrf_core.bundle import Bundle, BundleError, find_bundles
+from vrf_core.evaluate import Selection, VRFParams
+from vrf_core.weights import RULES, SCALES, kth_distance
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODES = {"validation": "validation split", "oracle": "ID test (oracle)"}
+SCALE_LABELS = {"squared": "squared L2 (d²)", "l2": "L2 (d)"}
+CONTROLS = ("a", "b", "k", "rule", "scale", "cal")
+
+
+@dataclass
+class Context:
+    """What every page needs: the open bundle, the tuned selection and the live view."""
+
+    root: Path
+    bundle: Bundle
+    mode: str
+    sel: Selection
+    params: VRFParams
+    live: data.Live
+    colors: dict[str, str]
+
+    @property
+    def tuned(self) -> VRFParams:
+        return self.sel.vrf
+
+
+def context() -> Context:
+    """The state the entry script prepared for this run (pages call this first)."""
+    return st.session_state["_ctx"]
+
+
+def bundles_root() -> Path:
+    """`-- --bundles DIR` on the streamlit command line, else $VRF_BUNDLES, else <repo>/bundles."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--bundles")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(args.bundles or os.environ.get("VRF_BUNDLES") or REPO_ROOT / "bundles")
+
+
+def _label(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path != root and path.is_relative_to(root) else path.name
+
+
+# ---- control ranges ---------------------------------------------------------------------
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _a_range(key: str, scale: str, _bundle: Bundle) -> tuple[float, float]:
+    """Slider range for a: from the 0.5% quantile at k = 1 to the 99.5% quantile at k = k_max."""
+    lo, hi = math.inf, -math.inf
+    for split in data.eval_splits(_bundle):
+        sq = data.array(_bundle, split, "knn_sqdist")
+        lo = min(lo, float(np.quantile(kth_distance(sq, 1, scale), 0.005)))
+        hi = max(hi, float(np.quantile(kth_distance(sq, sq.shape[1], scale), 0.995)))
+    return max(0.0, math.floor(lo * 20) / 20), math.ceil(hi * 20) / 20
+
+
+def control_ranges(bundle: Bundle, scale: str, tuned: VRFParams) -> dict[str, tuple[float, float]]:
+    """Slider ranges of a, b and k on a distance scale, wide enough for the tuned values."""
+    lo, hi = _a_range(data.bundle_key(bundle), scale, bundle)
+    a_t, b_t = convert_scale(tuned.a, tuned.b, tuned.scale, scale)
+    return {"a": (min(lo, math.floor(a_t * 20) / 20), max(hi, math.ceil(a_t * 20) / 20)),
+            "b": (0.001, max(1.0, math.ceil(2 * b_t * 10) / 10)),
+            "k": (1, bundle.k_max)}
+
+
+def _clip(values: dict, ranges: dict) -> dict:
+    out = dict(values)
+    for name, (lo, hi) in ranges.items():
+        out[name] = type(lo)(min(max(values[name], lo), hi))
+    return out
+
+
+# ---- state <-> tuned values and URL ------------------------------------------------------
+
+def tuned_values(sel: Selection) -> dict:
+    p = sel.vrf
+    return {"a": p.a, "b": p.b, "k": p.k, "rule": p.rule, "scale": p.scale, "cal": p.calibrate}
+
+
+def _url_values() -> dict:
+    """Valid control values found in the query string (invalid ones are ignored)."""
+    q, out = st.query_params, {}
+    for name, cast in (("a", float), ("b", float), ("k", int)):
+        try:
+            out[name] = cast(q[name])
+        except (KeyError, ValueError):
+            pass
+    if q.get("rule") in RULES:
+        out["rule"] = q["rule"]
+    if q.get("scale") in SCALES:
+        out["scale"] = q["scale"]
+    if q.get("cal") in ("0", "1"):
+        out["cal"] = q["cal"] == "1"
+    if "b" in out and out["b"] <= 0:
+        del out["b"]
+    return out
+
+
+def _apply(values: dict, bundle: Bundle, sel: Selection) -> None:
+    values = _clip(values, control_ranges(bundle, values["scale"], sel.vrf))
+    for name in CONTROLS:
+        st.session_state[name] = values[name]
+    st.session_state["_scale_prev"] = values["scale"]
+
+
+def set_controls(ctx: Context, **changes) -> None:
+    """For widget callbacks (e.g. a click on a curve): change some controls, clipped to their ranges."""
+    _apply({**{n: st.session_state[n] for n in CONTROLS}, **changes}, ctx.bundle, ctx.sel)
+
+
+def _reset_to_validation(bundle: Bundle) -> None:
+    st.session_state["mode"] = "validation"
+    sel = data.selection(bundle, "validation")
+    _apply(tuned_values(sel), bundle, sel)
+
+
+def _on_scale_change(bundle: Bundle, sel: Selection) -> None:
+    """Keep the weight curve in place when the distance scale flips (a and b change units)."""
+    ss = st.session_state
+    a, b = convert_scale(ss["a"], ss["b"], ss["_scale_prev"], ss["scale"])
+    _apply({**{n: ss[n] for n in CONTROLS}, "a": a, "b": b}, bundle, sel)
+
+
+def _write_url(bundle_label: str, mode: str, p: VRFParams) -> None:
+    want = {"bundle": bundle_label, "tune": mode, "a": f"{p.a:.4g}", "b": f"{p.b:.4g}", "k": str(p.k),
+            "rule": p.rule, "scale": p.scale, "cal": "1" if p.calibrate else "0"}
+    if any(st.query_params.get(k) != v for k, v in want.items()):
+        st.query_params.update(want)
+
+
+# ---- the sidebar --------------------------------------------------------------------------
+
+def pick_bundle(root: Path) -> Path | None:
+    found = find_bundles(root)
+    if not found:
+        return None
+    labels = [_label(p, root) for p in found]
+    if "bundle" not in st.session_state:
+        wanted = st.query_params.get("bundle")
+        st.session_state["bundle"] = wanted if wanted in labels else labels[0]
+    if st.session_state["bundle"] not in labels:
+        st.session_state["bundle"] = labels[0]
+    label = st.sidebar.selectbox("Bundle", labels, key="bundle", help=f"Bundles found under {root}")
+    return found[labels.index(label)]
+
+
+def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
+    ss, side = st.session_state, st.sidebar
+    modes = [m for m in MODES if m in (bundle.manifest.get("selection") or {})]
+    if not modes:
+        raise BundleError(f"{bundle.path / 'manifest.json'}: no 'selection' of tuned hyperparameters; "
+                          "rebuild the bundle with precompute")
+    first = "_controls_for" not in ss
+    if any(name not in ss for name in CONTROLS):  # dropped while no bundle was shown
+        ss.pop("_controls_for", None)
+    if ss.get("mode") not in modes:
+        ss["mode"] = st.query_params.get("tune") if first and st.query_params.get("tune") in modes else modes[0]
+    mode = side.radio("Hyperparameters tuned on", modes, key="mode", format_func=MODES.get, horizontal=True,
+                      help="Temperatures, OSE/WSE alpha and the starting a, b, k come from this split. "
+                           "The oracle (tuned on ID test) is only for comparison with the paper.")
+    sel = data.selection(bundle, mode)
+    if ss.get("_controls_for") != (bundle_label, mode):
+        url = _url_values() if first else {}
+        _apply({**tuned_values(sel), **url}, bundle, sel)
+        ss["_controls_for"] = (bundle_label, mode)
+    ranges = control_ranges(bundle, ss["scale"], sel.vrf)
+    unit = "d²" if ss["scale"] == "squared" else "d"
+
+    side.markdown("**VRF weight** w(x) on the fine-tuned model")
+    side.slider(f"a: centre ({unit})", *ranges["a"], step=0.001, format="%.3f", key="a",
+                help="Distance to the ZSF set at which w = 0.5; closer samples lean on the fine-tuned model.")
+    side.slider(f"b: width ({unit})", *ranges["b"], step=0.001, format="%.3f", key="b",
+                disabled=ss["rule"] == "binary", help="How gradually w falls from 1 to 0 around a (unused by "
+                                                      "the binary rule).")
+    side.slider("k: neighbour", *ranges["k"], key="k",
+                help=f"d is the distance to the k-th nearest ZSF member (the reference rule gives k = "
+                     f"{bundle.manifest.get('zsf', {}).get('k_rule_value', '?')}).")
+    side.radio("Weight rule", RULES, key="rule", horizontal=True,
+               help="sigmoid: 1/(1+exp((d-a)/b)); linear: clamped ramp of width 2b; binary: 1[d < a].")
+    side.radio("Distance scale", SCALES, key="scale", format_func=SCALE_LABELS.get, horizontal=True,
+               on_change=_on_scale_change, args=(bundle, sel),
+               help="The paper's defaults (a = 1.5, b = 0.6) are on the squared scale. Switching converts a "
+                    "and b so the weight curve stays in place.")
+    side.toggle("Temperature-calibrate both models", key="cal",
+                help=f"Softmax temperatures fitted on {sel.tuned_on}: T_zs = {sel.t_zs:.2f}, T_ft = {sel.t_ft:.2f}.")
+    ss["_scale_prev"] = ss["scale"]
+    params = VRFParams(float(ss["a"]), float(ss["b"]), int(ss["k"]), ss["rule"], ss["scale"], bool(ss["cal"]))
+
+    t = sel.vrf
+    side.caption(f"Tuned on **{sel.tuned_on}**: a = {t.a:.3f}, b = {t.b:.3f}, k = {t.k}, {t.rule}, "
+                 f"{SCALE_LABELS[t.scale]}" + ("" if params == t else " · *controls changed*"))
+    side.button("Reset to validation-tuned", key="reset", on_click=_reset_to_validation, args=(bundle,),
+                icon=":material/restart_alt:", width="stretch")
+    return mode, params
+
+
+def render(root: Path) -> Context | None:
+    """Draws the sidebar; returns None when no bundle is picked (the caller shows how to build one).
+    Raises BundleError when the picked bundle cannot be opened."""
+    path = pick_bundle(root)
+    if path is None:
+        return None
+    bundle = data.load_bundle(path)
+    label = st.session_state["bundle"]
+    mode, params = controls(bundle, label)
+    _write_url(label, mode, params)
+    return Context(root, bundle, mode, data.selection(bundle, mode), params, data.live(bundle, mode, params),
+                   dataset_colors(bundle.splits))
+
+
+class LatencyLine:
+    """The status line: the VRF recompute time and the whole page's update time, in ms."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def show(self, ctx: Context | None) -> None:
+        """Called last, so the line lands at the bottom of the sidebar."""
+        total = 1000 * (time.perf_counter() - self.start)
+        if ctx is None:
+            return
+        n = sum(len(v.labels) for v in ctx.live.views.values() if v.preds)
+        st.sidebar.caption(f":material/timer: VRF recompute **{ctx.live.ms:.0f} ms** ({n:,} test samples) · "
+                          f"page update **{total:.0f} ms**")

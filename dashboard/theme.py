@@ -1,0 +1,57 @@
+"""One colour per method and per dataset, shared by every page, plus the plot styling."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+METHOD_COLORS = {
+    "zero-shot": "#4C78A8",
+    "fine-tuned": "#F58518",
+    "WSE": "#54A24B",
+    "OSE": "#B279A2",
+    "OSE (calibrated)": "#72B7B2",
+    "select: msp": "#9D9D9D",
+    "select: energy": "#8C6D31",
+    "select: mahalanobis": "#BCBD22",
+    "select: knn": "#6B6ECF",
+    "select: relative_mahalanobis": "#AD494A",
+    "VRF": "#E45756",
+}
+
+# Pseudo-datasets of the training split on the Distances page and the map.
+ZSF, OTHER_TRAIN = "ZSF set", "other ID train"
+_ROLE_COLORS = {"zsf": "#262626", "id_train": "#A0A0A0", "id_val": "#9ECAE1", "id_test": "#1F77B4"}
+_OOD_PALETTE = ["#FF7F0E", "#2CA02C", "#9467BD", "#8C564B", "#E377C2", "#17BECF", "#BCBD22", "#D62728",
+                "#7F7F7F", "#AEC7E8"]
+
+OOD_AVG_COLOR = "#6A3D9A"
+
+CORRECTNESS_COLORS = {"both right": "#4C9F70", "only VRF right": "#1F77B4", "only VRF wrong": "#E45756",
+                      "both wrong": "#BDBDBD", "ZSF member": "#262626"}
+
+
+def method_color(method: str) -> str:
+    return METHOD_COLORS.get(method, "#7F7F7F")
+
+
+def dataset_colors(splits: dict[str, dict]) -> dict[str, str]:
+    """split name -> colour, by role; shifts take the palette in manifest order. Also the
+    training split's two parts (ZSF members and the rest) under their display names."""
+    colors = {ZSF: _ROLE_COLORS["zsf"], OTHER_TRAIN: _ROLE_COLORS["id_train"]}
+    ood = 0
+    for name, meta in splits.items():
+        if meta["role"] == "ood":
+            colors[name] = _OOD_PALETTE[ood % len(_OOD_PALETTE)]
+            ood += 1
+        else:
+            colors[name] = _ROLE_COLORS[meta["role"]]
+    return colors
+
+
+def style(fig: go.Figure, height: int = 420, **layout) -> go.Figure:
+    """House style: white background, readable fonts, legend on top."""
+    fig.update_layout(
+        template="plotly_white", height=height, margin=dict(l=60, r=20, t=50, b=55),
+        font=dict(size=13), legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""),
+        hoverlabel=dict(font_size=12), **layout)
+    return fig

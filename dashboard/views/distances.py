@@ -1,0 +1,132 @@
+"""Distances: where each dataset sits relative to the zero-shot failure set, the weight function over
+it, the accuracy ratio fine-tuned / zero-shot per distance bin, and the average weight per dataset."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import data, sidebar
+from dashboard.export import show_figure, show_table
+from dashboard.theme import OTHER_TRAIN, ZSF, style
+from vrf_core.analysis import accuracy_ratio_by_bin, density, distance_bin_edges
+from vrf_core.weights import weight
+
+ctx = sidebar.context()
+bundle, live, p = ctx.bundle, ctx.live, ctx.params
+unit = "d²" if p.scale == "squared" else "d"
+scale_words = "squared L2 distance" if p.scale == "squared" else "L2 distance"
+
+st.title("Distances to the zero-shot failure set")
+st.caption(f"d = {scale_words} from a sample's fine-tuned feature to its **k = {p.k}**-th nearest member of the ZSF "
+           "set (training images the fine-tuned model gets right and the zero-shot model wrong). "
+           f"VRF trusts the fine-tuned model with weight w(d); here a = {p.a:.3f}, b = {p.b:.3f}, rule = {p.rule}.")
+
+# The training split splits into ZSF members and the rest; evaluation splits are shown as they are.
+groups: dict[str, np.ndarray] = {}
+for split in bundle.split_names("id_train"):
+    is_zsf = data.array(bundle, split, "is_zsf").astype(bool)
+    groups[ZSF], groups[OTHER_TRAIN] = live.views[split].d[is_zsf], live.views[split].d[~is_zsf]
+for split in data.eval_splits(bundle):
+    groups[split] = live.views[split].d
+default = [g for g in groups if g not in bundle.split_names("id_val")]
+shown = st.multiselect("Datasets", list(groups), default=default, key="di-groups",
+                       help="The validation split is hidden by default: it is where a, b and k were tuned.")
+if not shown:
+    st.info("Pick at least one dataset.")
+    st.stop()
+
+
+def role_of(group: str) -> str:
+    return {ZSF: "ZSF members (train)", OTHER_TRAIN: "ID train, not in ZSF"}.get(
+        group, bundle.splits.get(group, {}).get("role", ""))
+
+
+# ---- distribution of d with w(d) over it -----------------------------------------------------------
+pooled = np.concatenate([groups[g] for g in shown])
+lo, hi = np.quantile(pooled, [0.001, 0.999])
+pad = 0.05 * (hi - lo)
+grid = np.linspace(lo - pad, hi + pad, 240)
+dist = go.Figure()
+for g in shown:
+    is_train = g in (ZSF, OTHER_TRAIN)
+    dist.add_trace(go.Scatter(
+        x=grid, y=density(groups[g], grid), name=g, mode="lines",
+        line=dict(color=ctx.colors[g], width=2.5, dash="dot" if g == OTHER_TRAIN else "solid"),
+        fill="tozeroy" if g == ZSF else None, fillcolor="rgba(38,38,38,0.08)",
+        hovertemplate=f"<b>{g}</b> ({role_of(g)})<br>{unit} = %{{x:.3f}}<br>density %{{y:.2f}}<extra></extra>",
+        legendrank=1 if is_train else 2))
+dist.add_trace(go.Scatter(x=grid, y=weight(grid, p.a, p.b, p.rule), name=f"weight w({unit}), {p.rule}",
+                          yaxis="y2", mode="lines", line=dict(color="black", width=2, dash="dash"),
+                          hovertemplate=f"{unit} = %{{x:.3f}}: w = %{{y:.2f}}<extra></extra>"))
+dist.add_vline(x=p.a, line=dict(color="black", width=1, dash="dot"), annotation_text=f"a = {p.a:.3f}",
+               annotation_position="top right")
+style(dist, height=460, xaxis=dict(title=f"distance to the k-th nearest ZSF member, {unit} ({scale_words})"),
+      yaxis=dict(title="density (kernel estimate)", rangemode="tozero"),
+      yaxis2=dict(title="weight w on the fine-tuned model", overlaying="y", side="right", range=[0, 1.05],
+                  tickvals=[0, 0.25, 0.5, 0.75, 1], showgrid=False))
+st.subheader("Distribution of d per dataset")
+st.caption("ID test sits close to the ZSF set, shifted sets farther away; the dashed line is the weight VRF puts on "
+           "the fine-tuned model at each distance (right axis).")
+show_figure(dist, "di-density", f"{bundle.name}-distance-density")
+
+# ---- accuracy ratio per distance bin ------------------------------------------------------------------
+st.subheader("Fine-tuned vs zero-shot accuracy by distance")
+evals = [g for g in shown if g in live.views and live.views[g].preds]
+c1, c2 = st.columns([1, 3])
+n_bins = c1.slider("Distance bins", 4, 30, 12, key="di-bins", persist_state="session")
+min_count = c1.slider("Fewest samples per point", 5, 200, 20, step=5, key="di-min", persist_state="session")
+ratio = go.Figure()
+ratio_rows = []
+if evals:
+    edges = distance_bin_edges([groups[g] for g in evals], n_bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    for g in evals:
+        v = live.views[g]
+        r = accuracy_ratio_by_bin(v.d, v.correct("fine-tuned"), v.correct("zero-shot"), edges, min_count)
+        custom = np.stack([r["count"], 100 * r["acc_ft"], 100 * r["acc_zs"]], axis=1)
+        ratio.add_trace(go.Scatter(
+            x=centres, y=r["ratio"], name=g, mode="lines+markers", customdata=custom,
+            line=dict(color=ctx.colors[g], width=2.5), marker=dict(size=8),
+            hovertemplate=f"<b>{g}</b><br>{unit} ≈ %{{x:.3f}}<br>acc fine-tuned %{{customdata[1]:.1f}}% / "
+                          "zero-shot %{customdata[2]:.1f}%<br>ratio %{y:.2f} "
+                          "(n = %{customdata[0]:.0f})<extra></extra>"))
+        ratio_rows += [{"dataset": g, "bin_lo": a, "bin_hi": b, "n": n, "acc_ft": af, "acc_zs": az, "ratio": rr}
+                       for a, b, n, af, az, rr in zip(edges[:-1], edges[1:], r["count"], r["acc_ft"], r["acc_zs"],
+                                                      r["ratio"])]
+    ratio.add_hline(y=1, line=dict(color="grey", width=1), annotation_text="equal accuracy",
+                    annotation_position="bottom right")
+    ratio.add_vline(x=p.a, line=dict(color="black", width=1, dash="dot"), annotation_text=f"a = {p.a:.3f}")
+    style(ratio, height=440, xaxis=dict(title=f"distance bin centre, {unit}"),
+          yaxis=dict(title="accuracy ratio fine-tuned / zero-shot (log scale)", type="log"))
+with c2:
+    st.caption("The plot that justifies VRF: far from the ZSF set the fine-tuned model loses its edge, so the "
+               f"ratio falls as d grows. Bins hold at least {min_count} samples; hover for both accuracies.")
+    if evals:
+        show_figure(ratio, "di-ratio", f"{bundle.name}-accuracy-ratio")
+    else:
+        st.info("Pick an evaluation split (ID test or a shift) above.")
+if ratio_rows:
+    with st.expander("Binned accuracies"):
+        show_table(pd.DataFrame(ratio_rows).round(4), "di-ratio-table", f"{bundle.name}-accuracy-ratio",
+                   hide_index=True, width="stretch")
+
+# ---- average weight per dataset --------------------------------------------------------------------------
+st.subheader("Average weight on the fine-tuned model")
+weights = {g: weight(groups[g], p.a, p.b, p.rule) for g in shown}
+stats = pd.DataFrame([{"dataset": g, "role": role_of(g), "samples": len(groups[g]),
+                       f"mean {unit}": float(np.mean(groups[g])), f"median {unit}": float(np.median(groups[g])),
+                       "mean w": float(weights[g].mean()), "share w > 0.5": float((weights[g] > 0.5).mean())}
+                      for g in shown])
+bars = go.Figure(go.Bar(x=stats["mean w"], y=stats["dataset"], orientation="h",
+                        marker_color=[ctx.colors[g] for g in shown],
+                        text=[f"{w:.2f}" for w in stats["mean w"]], textposition="outside",
+                        hovertemplate="<b>%{y}</b>: mean w = %{x:.3f}<extra></extra>"))
+style(bars, height=80 + 42 * len(shown), showlegend=False,
+      xaxis=dict(title="mean weight w on the fine-tuned model", range=[0, 1.1]),
+      yaxis=dict(autorange="reversed", title=""))
+c1, c2 = st.columns([3, 2])
+with c1:
+    show_figure(bars, "di-weights", f"{bundle.name}-mean-weight")
+with c2:
+    show_table(stats.round(4), "di-stats", f"{bundle.name}-distance-stats", hide_index=True, width="stretch")

@@ -1,0 +1,74 @@
+"""Per class: per-class accuracy of each method, and the classes where VRF helps or hurts most."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import data, sidebar
+from dashboard.export import show_figure, show_table
+from dashboard.theme import method_color, style
+from vrf_core.metrics import per_class_accuracy
+
+ctx = sidebar.context()
+bundle, live = ctx.bundle, ctx.live
+METHODS = data.METHODS_LIVE
+
+st.title("Per-class accuracy")
+splits = data.test_splits(bundle)
+c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1], vertical_alignment="bottom")
+split = c1.selectbox("Dataset", splits, index=min(1, len(splits) - 1), key="pc-dataset", persist_state="session",
+                     help="Shifted sets show where VRF recovers the zero-shot model's robustness.")
+ref = c2.segmented_control("Compare VRF with", ["fine-tuned", "zero-shot"], default="fine-tuned", required=True,
+                           key="pc-ref", persist_state="session")
+top = c3.slider("Classes each way", 3, 30, 10, key="pc-top", persist_state="session")
+min_n = c4.number_input("Fewest samples per class", 1, 1000, 5, key="pc-min", persist_state="session",
+                        help="Classes with fewer test samples are left out: their accuracy is too noisy to rank.")
+
+v = live.views[split]
+names = bundle.split_classnames(split)
+counts = np.bincount(v.labels, minlength=len(names))
+acc = {m: per_class_accuracy(v.preds[m], v.labels, len(names)) for m in METHODS}
+df = pd.DataFrame({"class": names, "samples": counts, **{m: acc[m] for m in METHODS}})
+df["VRF − fine-tuned"] = df["VRF"] - df["fine-tuned"]
+df["VRF − zero-shot"] = df["VRF"] - df["zero-shot"]
+df = df[df["samples"] >= min_n]
+delta = f"VRF − {ref}"
+
+if df.empty:
+    st.info("No class has that many samples; lower the minimum.")
+    st.stop()
+
+m1, m2, m3 = st.columns(3)
+m1.metric(f"classes where VRF beats {ref}", int((df[delta] > 0).sum()))
+m2.metric("classes unchanged", int((df[delta] == 0).sum()))
+m3.metric(f"classes where {ref} beats VRF", int((df[delta] < 0).sum()))
+
+ranked = df.sort_values(delta, ascending=False)
+picked = pd.concat([ranked[ranked[delta] > 0].head(top), ranked[ranked[delta] < 0].tail(top)]).sort_values(delta)
+fig = go.Figure()
+for m in METHODS:
+    fig.add_trace(go.Bar(y=picked["class"], x=100 * picked[m], name=m, orientation="h",
+                         marker_color=method_color(m), customdata=picked["samples"],
+                         hovertemplate=f"<b>%{{y}}</b>: {m} %{{x:.1f}}% (n = %{{customdata}})<extra></extra>"))
+for c, d in zip(picked["class"], picked[delta]):
+    fig.add_annotation(x=101, y=c, text=f"{100 * d:+.0f} pp", showarrow=False, xanchor="left",
+                       font=dict(color="#2E7D32" if d > 0 else "#C62828" if d < 0 else "grey", size=12))
+style(fig, height=140 + 60 * len(picked), barmode="group", bargap=0.25, legend_traceorder="reversed",
+      xaxis=dict(title=f"per-class accuracy on {split} (%)", range=[0, 112]),
+      yaxis=dict(title="", automargin=True))
+st.subheader(f"Where VRF helps and hurts most against {ref}")
+st.caption(f"Up to {top} classes where VRF gains most over {ref} on {split} (top) and up to {top} where it loses "
+           "most (bottom), with the sidebar's a, b, k and rule; the labels on the right give the difference in "
+           "percentage points.")
+if picked.empty:
+    st.info(f"VRF and {ref} agree on every class here.")
+else:
+    show_figure(fig, "pc-bars", f"{bundle.name}-{split}-per-class")
+
+st.subheader("All classes")
+table = df.sort_values(delta, ascending=False).reset_index(drop=True)
+pct = {m: st.column_config.ProgressColumn(m, min_value=0.0, max_value=1.0, format="percent") for m in METHODS}
+diff = {c: st.column_config.NumberColumn(c, format="%+.3f") for c in ("VRF − fine-tuned", "VRF − zero-shot")}
+show_table(table, "pc-table", f"{bundle.name}-{split}-per-class", hide_index=True, width="stretch",
+           column_config={**pct, **diff}, height=420)

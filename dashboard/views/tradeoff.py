@@ -1,0 +1,206 @@
+"""Trade-off: ID vs OOD accuracy of every method; VRF as a curve over a (or b); sensitivity to a, b, k
+and the weight rule. Clicking a VRF point adopts its hyperparameters."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import data, sidebar
+from dashboard.export import show_figure, show_table
+from dashboard.theme import OOD_AVG_COLOR, method_color, style
+from vrf_core.analysis import sweep, sweep_values, wse_curve
+from vrf_core.bundle import Bundle
+from vrf_core.evaluate import VRFParams
+from vrf_core.weights import RULES
+
+ctx = sidebar.context()
+bundle, live, params, sel = ctx.bundle, ctx.live, ctx.params, ctx.sel
+OOD_AVG = "OOD avg"
+st.title("ID–OOD trade-off")
+if not bundle.split_names("id_test") or not bundle.split_names("ood"):
+    st.warning("This bundle has no ID test split or no shifted test set, so there is no trade-off to draw.")
+    st.stop()
+id_name, shifts = bundle.split_names("id_test")[0], bundle.split_names("ood")
+
+
+# ---- curves -------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=16)
+def baseline_curves(key: str, mode: str, _bundle: Bundle) -> dict[str, dict[str, np.ndarray]]:
+    """method -> split -> accuracy at each alpha of the bundle (OSE, calibrated OSE, WSE)."""
+    out: dict[str, dict[str, np.ndarray]] = {"OSE": {}, "OSE (calibrated)": {}, "WSE": {}}
+    for split in data.test_splits(_bundle):
+        ls = data.live_split(_bundle, mode, split)
+        for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
+            out[method][split] = np.array([ls.ose_accuracy(al, calibrated) for al in _bundle.ose_alphas])
+        if ls.split.logits_wse is not None and _bundle.wse_alphas:
+            out["WSE"][split] = wse_curve(ls.split)
+    return {m: c for m, c in out.items() if c}
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def vrf_sweep(key: str, mode: str, p: VRFParams, field: str, values: tuple, _bundle: Bundle) -> dict[str, np.ndarray]:
+    """split -> VRF accuracy with `field` set to each of `values`."""
+    grid = sweep(p, field, values)
+    return {split: np.array([data.live_split(_bundle, mode, split).vrf_accuracy(q) for q in grid])
+            for split in data.test_splits(_bundle)}
+
+
+def sweep_grid(field: str, p: VRFParams) -> tuple:
+    ranges = sidebar.control_ranges(bundle, p.scale, sel.vrf)
+    if field == "k":
+        return tuple(np.unique(np.append(np.linspace(1, bundle.k_max, min(bundle.k_max, 25)).round(), p.k))
+                     .astype(int).tolist())
+    lo, hi = ranges[field]
+    return tuple(sweep_values(getattr(p, field), max(lo, 0.002) if field == "b" else lo, hi, 41,
+                              log=field == "b").tolist())
+
+
+def y_of(curves: dict[str, np.ndarray], y_axis: str) -> np.ndarray:
+    return np.mean([curves[s] for s in shifts], axis=0) if y_axis == OOD_AVG else curves[y_axis]
+
+
+# ---- controls ------------------------------------------------------------------------------------
+c1, c2, c3, c4 = st.columns([2, 1.4, 1, 1], vertical_alignment="bottom")
+y_axis = c1.selectbox("OOD accuracy on the vertical axis", [OOD_AVG] + shifts, key="to-y", persist_state="session",
+                      format_func=lambda s: f"average over {len(shifts)} shifts" if s == OOD_AVG else s)
+over = c2.segmented_control("VRF curve over", ["a", "b"], default="a", required=True, key="to-over",
+                            persist_state="session", help="The other hyperparameters stay at the sidebar values.")
+logit_axes = c3.toggle("Logit-scaled axes", key="to-logit", persist_state="session",
+                       help="The WiSE-FT convention: accuracies on a logit scale, so the frontier is closer to a line.")
+show_selective = c4.toggle("Selective routing", value=True, key="to-sel", persist_state="session",
+                           help="Baselines that send each sample wholly to one model by an OOD score.")
+y_label = f"OOD accuracy, {'average of ' + str(len(shifts)) + ' shifts' if y_axis == OOD_AVG else y_axis} (%)"
+
+
+def tx(acc):
+    acc = np.clip(np.asarray(acc, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.log(acc / (1 - acc)) if logit_axes else 100 * acc
+
+
+def point_trace(name, ids, oods, custom, hover, **kw) -> go.Scatter:
+    return go.Scatter(x=tx(ids), y=tx(oods), name=name, customdata=custom, hovertemplate=hover + "<extra></extra>",
+                      **kw)
+
+
+HOVER = "ID %{customdata[3]:.1f}%<br>OOD %{customdata[4]:.1f}%"
+fig = go.Figure()
+rows = []
+
+
+def add_curve(method, param, values, accs, tuned_value, kind="info", **line):
+    ids, oods = accs[id_name], y_of(accs, y_axis)
+    custom = [[kind, float(v), f"{method} {param} = {v:.3g}", 100 * i, 100 * o] for v, i, o in zip(values, ids, oods)]
+    fig.add_trace(point_trace(method, ids, oods, custom, f"<b>{method}</b> {param} = %{{customdata[1]:.3g}}<br>"
+                              + HOVER, mode="lines+markers", line=dict(color=method_color(method), **line),
+                              marker=dict(size=6)))
+    rows.extend({"method": method, "hyperparameter": param, "value": v, "ID acc": i, "OOD acc": o}
+                for v, i, o in zip(values, ids, oods))
+    if tuned_value is not None and tuned_value in list(values):
+        j = list(values).index(tuned_value)
+        fig.add_trace(point_trace(f"{method} (tuned)", [ids[j]], [oods[j]], [custom[j]],
+                                  f"<b>{method}</b> tuned on {sel.tuned_on}: {param} = {tuned_value:.3g}<br>" + HOVER,
+                                  mode="markers", showlegend=False,
+                                  marker=dict(size=15, color="rgba(0,0,0,0)",
+                                              line=dict(width=2.5, color=method_color(method)))))
+
+
+for method, accs in baseline_curves(data.bundle_key(bundle), ctx.mode, bundle).items():
+    alphas = bundle.wse_alphas if method == "WSE" else bundle.ose_alphas
+    tuned_alpha = {"OSE": sel.ose_alpha, "OSE (calibrated)": sel.ose_cal_alpha, "WSE": sel.wse_alpha}[method]
+    add_curve(method, "α", alphas, accs, tuned_alpha, dash="dot" if method == "OSE" else None)
+
+values = sweep_grid(over, params)
+vrf_accs = vrf_sweep(data.bundle_key(bundle), ctx.mode, params, over, values, bundle)
+add_curve("VRF", over, values, vrf_accs, None, kind=over, width=3)
+
+table = data.static_table(bundle, ctx.mode)
+for method in ("zero-shot", "fine-tuned") + (tuple(m for m in table if m.startswith("select:")) if show_selective
+                                              else ()):
+    i = table[method][id_name]["acc"]
+    o = table[method][OOD_AVG]["acc"] if y_axis == OOD_AVG else table[method][y_axis]["acc"]
+    base = method in ("zero-shot", "fine-tuned")
+    fig.add_trace(point_trace(method, [i], [o], [["info", 0.0, method, 100 * i, 100 * o]],
+                              f"<b>{method}</b><br>" + HOVER, mode="markers+text" if base else "markers",
+                              text=[method] if base else None, textposition="bottom center",
+                              marker=dict(size=14 if base else 10, color=method_color(method),
+                                          symbol="circle" if base else "x", line=dict(width=1, color="white"))))
+    rows.append({"method": method, "hyperparameter": "", "value": np.nan, "ID acc": i, "OOD acc": o})
+
+cur_id = live.views[id_name].accuracy("VRF")
+cur_ood = live.ood_average("VRF") if y_axis == OOD_AVG else live.views[y_axis].accuracy("VRF")
+if params != sel.vrf:
+    t_id = data.live(bundle, ctx.mode, sel.vrf)
+    ti = t_id.views[id_name].accuracy("VRF")
+    to = t_id.ood_average("VRF") if y_axis == OOD_AVG else t_id.views[y_axis].accuracy("VRF")
+    fig.add_trace(point_trace("VRF tuned", [ti], [to], [["tuned", 0.0, "VRF tuned", 100 * ti, 100 * to]],
+                              f"<b>VRF tuned on {sel.tuned_on}</b> (click to restore)<br>" + HOVER, mode="markers",
+                              marker=dict(size=14, symbol="diamond-open", color=method_color("VRF"),
+                                          line=dict(width=2.5))))
+fig.add_trace(point_trace("VRF (current)", [cur_id], [cur_ood], [["info", 0.0, "VRF current", 100 * cur_id,
+                                                                   100 * cur_ood]],
+                          f"<b>VRF, current controls</b><br>a = {params.a:.3f}, b = {params.b:.3f}, k = {params.k}, "
+                          f"{params.rule}<br>" + HOVER, mode="markers",
+                          marker=dict(size=22, symbol="star", color=method_color("VRF"),
+                                      line=dict(width=1.5, color="black"))))
+axis = dict(showgrid=True, zeroline=False)
+if logit_axes:
+    lo_hi = [p for tr in fig.data for p in np.concatenate([tr.x, tr.y])]
+    ticks = [t for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+             if min(lo_hi) - 0.3 <= np.log(t / (1 - t)) <= max(lo_hi) + 0.3]
+    axis.update(tickvals=[np.log(t / (1 - t)) for t in ticks], ticktext=[f"{100 * t:g}" for t in ticks])
+style(fig, height=560, xaxis=dict(title=f"ID accuracy, {id_name} (%)", **axis), yaxis=dict(title=y_label, **axis),
+      clickmode="event+select", dragmode="pan")
+
+
+def adopt() -> None:
+    """A click on a VRF point adopts its a (or b); on the tuned marker, every tuned value."""
+    points = st.session_state["to-chart"]["selection"]["points"]
+    if not points:
+        return
+    kind, value, label = points[0]["customdata"][:3]
+    if kind in ("a", "b"):
+        sidebar.set_controls(ctx, **{kind: float(value)})
+        st.session_state["to-msg"] = f"Adopted {label}."
+    elif kind == "tuned":
+        sidebar.set_controls(ctx, **sidebar.tuned_values(sel))
+        st.session_state["to-msg"] = f"Restored the values tuned on {sel.tuned_on}."
+    else:
+        st.session_state["to-msg"] = (f"{label}: ID {points[0]['customdata'][3]:.1f}%, OOD "
+                                      f"{points[0]['customdata'][4]:.1f}%. Only VRF points change the controls.")
+
+
+st.caption("Each curve sweeps one hyperparameter; rings mark the values tuned on "
+           f"**{sel.tuned_on}**, the star is VRF with the sidebar controls. **Click a VRF point to adopt its "
+           f"{over}.** Up and to the right is better.")
+show_figure(fig, "to-chart", f"{bundle.name}-tradeoff", on_select=adopt, selection_mode="points")
+if msg := st.session_state.pop("to-msg", None):
+    st.toast(msg, icon=":material/touch_app:")
+with st.expander("Curve values"):
+    df = pd.DataFrame(rows)
+    df[["ID acc", "OOD acc"]] *= 100
+    show_table(df.round(3), "to-table", f"{bundle.name}-tradeoff-curves", hide_index=True, width="stretch")
+
+# ---- sensitivity ---------------------------------------------------------------------------------
+st.subheader("Sensitivity to a, b, k and the weight rule")
+field = st.segmented_control("Sweep", ["a", "b", "k"], default="a", required=True, key="to-sens",
+                             persist_state="session")
+values = sweep_grid(field, params)
+sens = go.Figure()
+for rule, dash in zip(RULES, ("solid", "dash", "dot")):
+    p = VRFParams(params.a, params.b, params.k, rule, params.scale, params.calibrate)
+    accs = vrf_sweep(data.bundle_key(bundle), ctx.mode, p, field, values, bundle)
+    for name, ys, color in (("ID", accs[id_name], ctx.colors[id_name]),
+                            ("OOD", y_of(accs, y_axis), OOD_AVG_COLOR if y_axis == OOD_AVG else ctx.colors[y_axis])):
+        sens.add_trace(go.Scatter(x=list(values), y=100 * ys, name=f"{name}, {rule}", mode="lines",
+                                  line=dict(color=color, dash=dash, width=3 if rule == params.rule else 1.5),
+                                  hovertemplate=f"{name} ({rule}) {field} = %{{x:.3g}}: %{{y:.1f}}%<extra></extra>"))
+sens.add_vline(x=getattr(params, field), line=dict(color="black", dash="dash", width=1),
+               annotation_text=f"current {field}", annotation_position="top")
+unit = {"a": " (" + ("d²" if params.scale == "squared" else "d") + ")", "b": " (" +
+        ("d²" if params.scale == "squared" else "d") + ")", "k": " (neighbours)"}[field]
+style(sens, height=420, xaxis=dict(title=f"{field}{unit}", type="log" if field == "b" else "linear"),
+      yaxis=dict(title=f"VRF accuracy (%); ID = {id_name}, OOD = {'average' if y_axis == OOD_AVG else y_axis}"))
+st.caption("VRF accuracy as one hyperparameter moves and the others stay at the sidebar values; the thick lines "
+           "are the current rule. A flat curve means the choice matters little.")
+show_figure(sens, "to-sens-chart", f"{bundle.name}-sensitivity-{field}")
