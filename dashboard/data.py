@@ -1,17 +1,23 @@
 """Cached bundle loaders and the live state every page draws from.
 
-Bundles, splits and arrays are cached with `st.cache_resource` (memory-mapped,
-shared, never copied); the live view (distances, weights and predictions for the
-current a, b, k, rule, scale, calibration) is recomputed through vrf_core when a
-control changes and cached per parameter set.
+An opened bundle is cached with `st.cache_resource` (arrays memory-mapped, shared by
+all sessions, never copied). Everything read or derived from it (arrays, splits,
+softmaxes, thumbnails, the live view per parameter set) is memoised on that cached
+bundle in plain dictionaries: `st.cache_resource` hashes its arguments on every call
+(about 1 ms), too slow for the dozens of look-ups one page makes.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import streamlit as st
@@ -24,11 +30,7 @@ from vrf_core.weights import kth_distance, weight
 
 METHODS_LIVE = ("zero-shot", "fine-tuned", "VRF")
 THUMB_MIN_SIDE = 160
-
-
-def bundle_key(bundle: Bundle) -> str:
-    """Identifies one build of a bundle: a rebuilt bundle at the same path gets a new key."""
-    return f"{bundle.path}|{bundle.manifest.get('created')}|{len(bundle.manifest['files'])}"
+T = TypeVar("T")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -43,39 +45,61 @@ def load_bundle(path: str | Path) -> Bundle:
     return _open(str(path), stamp)
 
 
-@st.cache_resource(show_spinner=False, max_entries=128)
-def _split_data(key: str, split: str, _bundle: Bundle) -> SplitData:
-    return _bundle.split_data(split)
+# ---- memo on the cached bundle ---------------------------------------------------------------
+
+_MEMOS: dict[int, dict] = {}
+_LOCK = threading.RLock()
+
+
+def memoize(bundle: Bundle, key: Hashable, make: Callable[[], T], keep: int | None = None) -> T:
+    """`make()` once per (bundle, key), kept as long as the bundle stays cached. With `keep`, entries
+    whose key shares `key[0]` form an LRU of that size (for values that vary with the controls)."""
+    memo = _MEMOS.get(id(bundle))
+    if memo is None:
+        with _LOCK:
+            memo = _MEMOS.setdefault(id(bundle), {})
+            weakref.finalize(bundle, _MEMOS.pop, id(bundle), None)
+    store = memo if keep is None else memo.setdefault(("lru", key[0]), OrderedDict())
+    try:
+        value = store[key]
+    except KeyError:
+        with _LOCK:  # one builder at a time; the next caller finds the value
+            if key not in store:
+                store[key] = make()
+            value = store[key]
+            if keep is not None:
+                while len(store) > keep:
+                    store.popitem(last=False)
+    if keep is not None:
+        with _LOCK:
+            if key in store:
+                store.move_to_end(key)
+    return value
+
+
+def array(bundle: Bundle, split: str, name: str) -> np.ndarray:
+    return memoize(bundle, ("array", split, name), lambda: np.asarray(bundle.array(split, name)))
 
 
 def split_data(bundle: Bundle, split: str) -> SplitData:
     """An evaluation split's arrays; its softmaxes are cached inside (SplitData.probs)."""
-    return _split_data(bundle_key(bundle), split, bundle)
+    return memoize(bundle, ("split", split), lambda: bundle.split_data(split))
 
 
-@st.cache_resource(show_spinner=False, max_entries=128)
-def _live_split(key: str, mode: str, split: str, _bundle: Bundle) -> LiveSplit:
-    sel = selection(_bundle, mode)
-    return LiveSplit.from_split_data(split_data(_bundle, split), sel.t_zs, sel.t_ft)
+def selection(bundle: Bundle, mode: str) -> Selection:
+    return memoize(bundle, ("selection", mode), lambda: Selection.from_json(bundle.manifest["selection"][mode]))
 
 
 def live_split(bundle: Bundle, mode: str, split: str) -> LiveSplit:
     """An evaluation split ready for exact live re-weighting with the mode's temperatures."""
-    return _live_split(bundle_key(bundle), mode, split, bundle)
+    def make() -> LiveSplit:
+        sel = selection(bundle, mode)
+        return LiveSplit.from_split_data(split_data(bundle, split), sel.t_zs, sel.t_ft)
+    return memoize(bundle, ("live_split", mode, split), make)
 
 
-@st.cache_resource(show_spinner=False, max_entries=512)
-def _array(key: str, split: str, name: str, _bundle: Bundle) -> np.ndarray:
-    return np.asarray(_bundle.array(split, name))
-
-
-def array(bundle: Bundle, split: str, name: str) -> np.ndarray:
-    return _array(bundle_key(bundle), split, name, bundle)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4096)
-def _thumbnail(key: str, split: str, i: int, _bundle: Bundle) -> bytes:
-    img = Image.open(io.BytesIO(_bundle.thumbnail(split, i))).convert("RGB")
+def _upscaled_png(jpeg: bytes) -> bytes:
+    img = Image.open(io.BytesIO(jpeg)).convert("RGB")
     side = min(img.size)
     if side < THUMB_MIN_SIDE:
         # Tiny thumbnails (32 px) are unreadable when the browser blurs them up: scale them here.
@@ -90,11 +114,8 @@ def thumbnail(bundle: Bundle, split: str, i: int) -> bytes | None:
     """Sample i's image, upscaled when small; None when the bundle stores no thumbnails."""
     if not bundle.has(split, "thumbs_offsets"):
         return None
-    return _thumbnail(bundle_key(bundle), split, int(i), bundle)
-
-
-def selection(bundle: Bundle, mode: str) -> Selection:
-    return Selection.from_json(bundle.manifest["selection"][mode])
+    return memoize(bundle, ("thumb", split, int(i)), lambda: _upscaled_png(bundle.thumbnail(split, int(i))),
+                   keep=4096)
 
 
 def eval_splits(bundle: Bundle) -> list[str]:
@@ -106,16 +127,14 @@ def test_splits(bundle: Bundle) -> list[str]:
     return bundle.split_names("id_test") + bundle.split_names("ood")
 
 
-@st.cache_resource(show_spinner="Bootstrapping confidence intervals…", max_entries=16)
-def _static_table(key: str, mode: str, _bundle: Bundle) -> dict:
-    splits = [split_data(_bundle, s) for s in test_splits(_bundle)]
-    return results_table(splits, selection(_bundle, mode), _bundle.wse_alphas)
-
-
 def static_table(bundle: Bundle, mode: str) -> dict:
     """vrf_core's results table on the test splits with the tuned selection: every method's row
     except VRF's, which the pages take from the live view."""
-    return _static_table(bundle_key(bundle), mode, bundle)
+    def make() -> dict:
+        with st.spinner("Bootstrapping confidence intervals…"):
+            splits = [split_data(bundle, s) for s in test_splits(bundle)]
+            return results_table(splits, selection(bundle, mode), bundle.wse_alphas)
+    return memoize(bundle, ("results", mode), make)
 
 
 # ---- the live state ------------------------------------------------------------------------
@@ -150,29 +169,30 @@ class Live:
         return float(np.mean([v.accuracy(method) for v in ood])) if ood else float("nan")
 
 
-@st.cache_resource(show_spinner=False, max_entries=128)
-def _static_preds(key: str, split: str, _bundle: Bundle) -> dict[str, np.ndarray]:
-    sd = split_data(_bundle, split)
-    return {"zero-shot": np.asarray(sd.logits_zs).argmax(1), "fine-tuned": np.asarray(sd.logits_ft).argmax(1)}
+def _static_preds(bundle: Bundle, split: str) -> dict[str, np.ndarray]:
+    def make() -> dict[str, np.ndarray]:
+        sd = split_data(bundle, split)
+        return {"zero-shot": np.asarray(sd.logits_zs).argmax(1), "fine-tuned": np.asarray(sd.logits_ft).argmax(1)}
+    return memoize(bundle, ("static_preds", split), make)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _live(key: str, mode: str, params: VRFParams, _bundle: Bundle) -> Live:
+def _compute_live(bundle: Bundle, mode: str, params: VRFParams) -> Live:
     start = time.perf_counter()
     views = {}
-    for split in eval_splits(_bundle):
-        ls = live_split(_bundle, mode, split)
-        preds = {**_static_preds(key, split, _bundle), "VRF": ls.vrf_preds(params)}
+    for split in eval_splits(bundle):
+        ls = live_split(bundle, mode, split)
+        preds = {**_static_preds(bundle, split), "VRF": ls.vrf_preds(params)}
         views[split] = SplitView(split, ls.split.role, ls.labels,
                                  kth_distance(ls.split.knn_sqdist, params.k, params.scale), ls.vrf_weights(params),
                                  preds)
-    for split in _bundle.split_names("id_train", "zsf"):
-        d = kth_distance(array(_bundle, split, "knn_sqdist"), params.k, params.scale)
-        views[split] = SplitView(split, _bundle.splits[split]["role"], array(_bundle, split, "labels"), d,
+    for split in bundle.split_names("id_train", "zsf"):
+        d = kth_distance(array(bundle, split, "knn_sqdist"), params.k, params.scale)
+        views[split] = SplitView(split, bundle.splits[split]["role"], array(bundle, split, "labels"), d,
                                  weight(d, params.a, params.b, params.rule))
     return Live(params, views, 1000 * (time.perf_counter() - start))
 
 
 def live(bundle: Bundle, mode: str, params: VRFParams) -> Live:
-    """Distances, weights and predictions of every split for the current controls."""
-    return _live(bundle_key(bundle), mode, params, bundle)
+    """Distances, weights and predictions of every split for the current controls (the last few
+    parameter sets are kept)."""
+    return memoize(bundle, ("live", mode, params), lambda: _compute_live(bundle, mode, params), keep=32)

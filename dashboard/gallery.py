@@ -14,8 +14,8 @@ from dashboard import data
 from dashboard.sidebar import Context
 from vrf_core.analysis import top_k
 
-COLUMNS = 4
-PAGE_SIZE = 16
+COLUMNS = 3
+PAGE_SIZE = 12
 NEIGHBOURS_SHOWN = 8
 SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF"}
 

@@ -67,20 +67,21 @@ def _label(path: Path, root: Path) -> str:
 
 # ---- control ranges ---------------------------------------------------------------------
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _a_range(key: str, scale: str, _bundle: Bundle) -> tuple[float, float]:
+def _a_range(bundle: Bundle, scale: str) -> tuple[float, float]:
     """Slider range for a: from the 0.5% quantile at k = 1 to the 99.5% quantile at k = k_max."""
-    lo, hi = math.inf, -math.inf
-    for split in data.eval_splits(_bundle):
-        sq = data.array(_bundle, split, "knn_sqdist")
-        lo = min(lo, float(np.quantile(kth_distance(sq, 1, scale), 0.005)))
-        hi = max(hi, float(np.quantile(kth_distance(sq, sq.shape[1], scale), 0.995)))
-    return max(0.0, math.floor(lo * 20) / 20), math.ceil(hi * 20) / 20
+    def make() -> tuple[float, float]:
+        lo, hi = math.inf, -math.inf
+        for split in data.eval_splits(bundle):
+            sq = data.array(bundle, split, "knn_sqdist")
+            lo = min(lo, float(np.quantile(kth_distance(sq, 1, scale), 0.005)))
+            hi = max(hi, float(np.quantile(kth_distance(sq, sq.shape[1], scale), 0.995)))
+        return max(0.0, math.floor(lo * 20) / 20), math.ceil(hi * 20) / 20
+    return data.memoize(bundle, ("a_range", scale), make)
 
 
 def control_ranges(bundle: Bundle, scale: str, tuned: VRFParams) -> dict[str, tuple[float, float]]:
     """Slider ranges of a, b and k on a distance scale, wide enough for the tuned values."""
-    lo, hi = _a_range(data.bundle_key(bundle), scale, bundle)
+    lo, hi = _a_range(bundle, scale)
     a_t, b_t = convert_scale(tuned.a, tuned.b, tuned.scale, scale)
     return {"a": (min(lo, math.floor(a_t * 20) / 20), max(hi, math.ceil(a_t * 20) / 20)),
             "b": (0.001, max(1.0, math.ceil(2 * b_t * 10) / 10)),

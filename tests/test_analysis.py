@@ -8,7 +8,6 @@ from vrf_core.analysis import (
     density,
     distance_bin_edges,
     sweep,
-    sweep_values,
     top_k,
     wse_curve,
 )
@@ -33,11 +32,6 @@ def test_wse_curve_and_sweep():
                                                       (s.logits_ft.argmax(1) == s.labels).mean()])
     ps = sweep(VRFParams(a=1.4, b=0.2, k=3), "k", [1.0, 2.0])
     assert [p.k for p in ps] == [1, 2] and all(isinstance(p.k, int) and p.a == 1.4 for p in ps)
-
-
-def test_sweep_values_include_current():
-    v = sweep_values(0.123, 0.01, 1.0, 11, log=True)
-    assert 0.123 in v and np.all(np.diff(v) > 0) and v[0] == pytest.approx(0.01)
 
 
 def test_binned_accuracy_and_ratio():

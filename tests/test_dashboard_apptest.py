@@ -123,7 +123,7 @@ def test_samples_inspector_opens(synthetic_bundles, monkeypatch):
     at = start(synthetic_bundles, monkeypatch)
     at.switch_page("views/samples.py").run()
     buttons = [b for b in at.button if (b.key or "").startswith("sa-inspect-")]
-    assert len(buttons) == 16
+    assert len(buttons) == 12
     buttons[0].click().run()
     no_exception(at)
     assert any("Top-5 classes" in m.value for m in at.markdown)

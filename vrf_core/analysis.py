@@ -26,12 +26,6 @@ def sweep(params: VRFParams, name: str, values: Sequence[float]) -> list[VRFPara
     return [replace(params, **{name: cast(v)}) for v in values]
 
 
-def sweep_values(current: float, lo: float, hi: float, n: int = 41, log: bool = False) -> np.ndarray:
-    """n values spanning [lo, hi] (geometric when `log`), with `current` included exactly."""
-    grid = np.geomspace(lo, hi, n) if log else np.linspace(lo, hi, n)
-    return np.unique(np.append(grid, current))
-
-
 def density(values: np.ndarray, grid: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
     """Gaussian kernel density of `values` on an evenly spaced `grid` (Scott's bandwidth by default),
     from a histogram on the grid convolved with the kernel: O(N + G^2), for large N."""

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import data, sidebar
 from dashboard.export import show_figure, show_table
-from dashboard.theme import OTHER_TRAIN, ZSF, style
+from dashboard.theme import OTHER_TRAIN, ZSF, style, vline
 from vrf_core.analysis import accuracy_ratio_by_bin, density, distance_bin_edges
 from vrf_core.weights import weight
 
@@ -59,8 +59,7 @@ for g in shown:
 dist.add_trace(go.Scatter(x=grid, y=weight(grid, p.a, p.b, p.rule), name=f"weight w({unit}), {p.rule}",
                           yaxis="y2", mode="lines", line=dict(color="black", width=2, dash="dash"),
                           hovertemplate=f"{unit} = %{{x:.3f}}: w = %{{y:.2f}}<extra></extra>"))
-dist.add_vline(x=p.a, line=dict(color="black", width=1, dash="dot"), annotation_text=f"a = {p.a:.3f}",
-               annotation_position="top right")
+vline(dist, p.a, f"a = {p.a:.3f}")
 style(dist, height=460, xaxis=dict(title=f"distance to the k-th nearest ZSF member, {unit} ({scale_words})"),
       yaxis=dict(title="density (kernel estimate)", rangemode="tozero"),
       yaxis2=dict(title="weight w on the fine-tuned model", overlaying="y", side="right", range=[0, 1.05],
@@ -94,9 +93,10 @@ if evals:
         ratio_rows += [{"dataset": g, "bin_lo": a, "bin_hi": b, "n": n, "acc_ft": af, "acc_zs": az, "ratio": rr}
                        for a, b, n, af, az, rr in zip(edges[:-1], edges[1:], r["count"], r["acc_ft"], r["acc_zs"],
                                                       r["ratio"])]
-    ratio.add_hline(y=1, line=dict(color="grey", width=1), annotation_text="equal accuracy",
-                    annotation_position="bottom right")
-    ratio.add_vline(x=p.a, line=dict(color="black", width=1, dash="dot"), annotation_text=f"a = {p.a:.3f}")
+    ratio.add_shape(type="line", x0=0, x1=1, xref="paper", y0=1, y1=1, line=dict(color="grey", width=1))
+    ratio.add_annotation(x=0, xref="paper", y=0, text="equal accuracy", showarrow=False, xanchor="left",
+                         yanchor="top", font=dict(color="grey", size=12))
+    vline(ratio, p.a, f"a = {p.a:.3f}")
     style(ratio, height=440, xaxis=dict(title=f"distance bin centre, {unit}"),
           yaxis=dict(title="accuracy ratio fine-tuned / zero-shot (log scale)", type="log"))
 with c2:

@@ -52,16 +52,17 @@ CATEGORY_COLORS = {"both right": CORRECTNESS_COLORS["both right"],
 n_points = sum(int((~np.isnan(data.array(bundle, s, "umap")[:, 0])).sum()) for s in shown)
 Trace = go.Scattergl if n_points > SVG_LIMIT else go.Scatter
 fig = go.Figure()
+trace_splits: list[str] = []  # the split of each trace, to map selected points back to samples
 for split in shown:
     xy = data.array(bundle, split, "umap")
     rows = np.flatnonzero(~np.isnan(xy[:, 0]))
     v = live.views[split]
     names = bundle.split_classnames(split)
     name = ZSF if split in zsf else split
-    custom = np.stack([np.full(len(rows), split), rows, [names[y] for y in v.labels[rows]],
-                       v.d[rows].round(3), v.w[rows].round(3)], axis=1)
-    hover = (f"<b>{name}</b> #%{{customdata[1]}}<br>%{{customdata[2]}}<br>{unit} = %{{customdata[3]}}, "
-             "w = %{customdata[4]}<extra></extra>")
+    custom = np.stack([rows, v.d[rows].round(3), v.w[rows].round(3)], axis=1)
+    label_names = np.asarray(names)[v.labels[rows]]
+    hover = (f"<b>{name}</b> #%{{customdata[0]}}<br>%{{text}}<br>{unit} = %{{customdata[1]}}, "
+             "w = %{customdata[2]}<extra></extra>")
     if colour in ("dataset", "correctness"):
         groups = {name: rows} if colour == "dataset" else \
             {c: rows[category(split, rows) == c] for c in CATEGORY_COLORS}
@@ -70,15 +71,17 @@ for split in shown:
                 continue
             pick = np.searchsorted(rows, r)
             color = ctx.colors[ZSF if split in zsf else split] if colour == "dataset" else CATEGORY_COLORS[label]
+            trace_splits.append(split)
             fig.add_trace(Trace(x=xy[r, 0], y=xy[r, 1], mode="markers", name=label, legendgroup=label,
                                 showlegend=colour == "dataset" or label not in {t.name for t in fig.data},
-                                customdata=custom[pick], hovertemplate=hover,
+                                customdata=custom[pick], text=label_names[pick], hovertemplate=hover,
                                 marker=dict(size=size, color=color, opacity=0.75,
                                             symbol="diamond" if split in zsf else "circle")))
     else:
         values = v.d[rows] if colour == "distance" else v.w[rows]
+        trace_splits.append(split)
         fig.add_trace(Trace(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=custom,
-                            hovertemplate=hover, showlegend=False,
+                            text=label_names, hovertemplate=hover, showlegend=False,
                             marker=dict(size=size, color=values, coloraxis="coloraxis", opacity=0.8,
                                         symbol="diamond" if split in zsf else "circle")))
 if colour == "distance":
@@ -97,7 +100,8 @@ event = show_figure(fig, "em-map", f"{bundle.name}-embedding-{colour}", on_selec
 
 points = event["selection"]["points"] if event else []
 if points:
-    picked = [(str(p["customdata"][0]), int(p["customdata"][1])) for p in points if p.get("customdata")]
+    picked = [(trace_splits[p["curve_number"]], int(p["customdata"][0])) for p in points
+              if p.get("customdata") and p.get("curve_number", len(trace_splits)) < len(trace_splits)]
     st.session_state["map_selection"] = picked
     if len(picked) == 1 and not event["selection"]["box"] and not event["selection"]["lasso"]:
         st.session_state["inspect"] = picked[0]

@@ -95,7 +95,8 @@ if with_ci:
     styler = view.style.apply(lambda _: highlight(shown), axis=None)
 else:
     styler = view.style.format("{:.1f}").apply(highlight, axis=None)
-show_table(styler, "results", f"{bundle.name}-results", csv=long, width="stretch")
+show_table(styler, "results", f"{bundle.name}-results", csv=long, width="stretch",
+           column_config={"_index": st.column_config.Column(width="medium")})
 st.caption("Bold: best in the column. `select: …` rows route each sample wholly to one model with an OOD score "
            "at the threshold that keeps 95% of the validation split.")
 

@@ -1,6 +1,8 @@
 """Trade-off: ID vs OOD accuracy of every method; VRF as a curve over a (or b); sensitivity to a, b, k
 and the weight rule. Clicking a VRF point adopts its hyperparameters."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -8,15 +10,15 @@ import streamlit as st
 
 from dashboard import data, sidebar
 from dashboard.export import show_figure, show_table
-from dashboard.theme import OOD_AVG_COLOR, method_color, style
-from vrf_core.analysis import sweep, sweep_values, wse_curve
-from vrf_core.bundle import Bundle
+from dashboard.theme import OOD_AVG_COLOR, method_color, style, vline
+from vrf_core.analysis import sweep, wse_curve
 from vrf_core.evaluate import VRFParams
 from vrf_core.weights import RULES
 
 ctx = sidebar.context()
 bundle, live, params, sel = ctx.bundle, ctx.live, ctx.params, ctx.sel
 OOD_AVG = "OOD avg"
+DEFAULTS = VRFParams()
 st.title("ID–OOD trade-off")
 if not bundle.split_names("id_test") or not bundle.split_names("ood"):
     st.warning("This bundle has no ID test split or no shifted test set, so there is no trade-off to draw.")
@@ -25,35 +27,49 @@ id_name, shifts = bundle.split_names("id_test")[0], bundle.split_names("ood")
 
 
 # ---- curves -------------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False, max_entries=16)
-def baseline_curves(key: str, mode: str, _bundle: Bundle) -> dict[str, dict[str, np.ndarray]]:
+def baseline_curves() -> dict[str, dict[str, np.ndarray]]:
     """method -> split -> accuracy at each alpha of the bundle (OSE, calibrated OSE, WSE)."""
-    out: dict[str, dict[str, np.ndarray]] = {"OSE": {}, "OSE (calibrated)": {}, "WSE": {}}
-    for split in data.test_splits(_bundle):
-        ls = data.live_split(_bundle, mode, split)
-        for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
-            out[method][split] = np.array([ls.ose_accuracy(al, calibrated) for al in _bundle.ose_alphas])
-        if ls.split.logits_wse is not None and _bundle.wse_alphas:
-            out["WSE"][split] = wse_curve(ls.split)
-    return {m: c for m, c in out.items() if c}
+    def make() -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {"OSE": {}, "OSE (calibrated)": {}, "WSE": {}}
+        for split in data.test_splits(bundle):
+            ls = data.live_split(bundle, ctx.mode, split)
+            for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
+                out[method][split] = np.array([ls.ose_accuracy(al, calibrated) for al in bundle.ose_alphas])
+            if ls.split.logits_wse is not None and bundle.wse_alphas:
+                out["WSE"][split] = wse_curve(ls.split)
+        return {m: c for m, c in out.items() if c}
+    return data.memoize(bundle, ("baseline_curves", ctx.mode), make)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
-def vrf_sweep(key: str, mode: str, p: VRFParams, field: str, values: tuple, _bundle: Bundle) -> dict[str, np.ndarray]:
-    """split -> VRF accuracy with `field` set to each of `values`."""
-    grid = sweep(p, field, values)
-    return {split: np.array([data.live_split(_bundle, mode, split).vrf_accuracy(q) for q in grid])
-            for split in data.test_splits(_bundle)}
-
-
-def sweep_grid(field: str, p: VRFParams) -> tuple:
-    ranges = sidebar.control_ranges(bundle, p.scale, sel.vrf)
+def sweep_grid(field: str, scale: str) -> tuple:
     if field == "k":
-        return tuple(np.unique(np.append(np.linspace(1, bundle.k_max, min(bundle.k_max, 25)).round(), p.k))
-                     .astype(int).tolist())
-    lo, hi = ranges[field]
-    return tuple(sweep_values(getattr(p, field), max(lo, 0.002) if field == "b" else lo, hi, 41,
-                              log=field == "b").tolist())
+        return tuple(np.unique(np.linspace(1, bundle.k_max, min(bundle.k_max, 20)).round().astype(int)).tolist())
+    lo, hi = sidebar.control_ranges(bundle, scale, sel.vrf)[field]
+    return tuple((np.geomspace(max(lo, 0.002), hi, 25) if field == "b" else np.linspace(lo, hi, 25)).tolist())
+
+
+def vrf_sweep(p: VRFParams, field: str) -> tuple[list, dict[str, np.ndarray]]:
+    """VRF accuracy per test split as `field` moves over its grid, the rest held at `p`. The cache key
+    leaves out that field (and b under the binary rule), so moving the control itself costs nothing;
+    the current value's point comes from the live view."""
+    neutral = replace(p, **{field: getattr(DEFAULTS, field)})
+    if p.rule == "binary":
+        neutral = replace(neutral, b=DEFAULTS.b)
+    grid = sweep_grid(field, p.scale)
+    def make() -> dict[str, np.ndarray]:
+        out = {}
+        for split in data.test_splits(bundle):
+            ls = data.live_split(bundle, ctx.mode, split)
+            out[split] = np.array([ls.vrf_accuracy(q) for q in sweep(neutral, field, grid)])
+        return out
+    accs = data.memoize(bundle, ("vrf_sweep", ctx.mode, neutral, field, grid), make, keep=64)
+    now = data.live(bundle, ctx.mode, p)
+    current = getattr(p, field)
+    j = int(np.searchsorted(grid, current))
+    same = j < len(grid) and grid[j] == current
+    values = list(grid[:j]) + [current] + list(grid[j + same:])
+    return values, {s: np.insert(np.delete(a, j) if same else a, j, now.views[s].accuracy("VRF"))
+                    for s, a in accs.items()}
 
 
 def y_of(curves: dict[str, np.ndarray], y_axis: str) -> np.ndarray:
@@ -105,13 +121,12 @@ def add_curve(method, param, values, accs, tuned_value, kind="info", **line):
                                               line=dict(width=2.5, color=method_color(method)))))
 
 
-for method, accs in baseline_curves(data.bundle_key(bundle), ctx.mode, bundle).items():
+for method, accs in baseline_curves().items():
     alphas = bundle.wse_alphas if method == "WSE" else bundle.ose_alphas
     tuned_alpha = {"OSE": sel.ose_alpha, "OSE (calibrated)": sel.ose_cal_alpha, "WSE": sel.wse_alpha}[method]
     add_curve(method, "α", alphas, accs, tuned_alpha, dash="dot" if method == "OSE" else None)
 
-values = sweep_grid(over, params)
-vrf_accs = vrf_sweep(data.bundle_key(bundle), ctx.mode, params, over, values, bundle)
+values, vrf_accs = vrf_sweep(params, over)
 add_curve("VRF", over, values, vrf_accs, None, kind=over, width=3)
 
 table = data.static_table(bundle, ctx.mode)
@@ -150,7 +165,7 @@ if logit_axes:
              if min(lo_hi) - 0.3 <= np.log(t / (1 - t)) <= max(lo_hi) + 0.3]
     axis.update(tickvals=[np.log(t / (1 - t)) for t in ticks], ticktext=[f"{100 * t:g}" for t in ticks])
 style(fig, height=560, xaxis=dict(title=f"ID accuracy, {id_name} (%)", **axis), yaxis=dict(title=y_label, **axis),
-      clickmode="event+select", dragmode="pan")
+      clickmode="event+select", dragmode="zoom")
 
 
 def adopt() -> None:
@@ -172,7 +187,7 @@ def adopt() -> None:
 
 st.caption("Each curve sweeps one hyperparameter; rings mark the values tuned on "
            f"**{sel.tuned_on}**, the star is VRF with the sidebar controls. **Click a VRF point to adopt its "
-           f"{over}.** Up and to the right is better.")
+           f"{over}.** Up and to the right is better; drag to zoom, double-click to zoom out.")
 show_figure(fig, "to-chart", f"{bundle.name}-tradeoff", on_select=adopt, selection_mode="points")
 if msg := st.session_state.pop("to-msg", None):
     st.toast(msg, icon=":material/touch_app:")
@@ -185,18 +200,15 @@ with st.expander("Curve values"):
 st.subheader("Sensitivity to a, b, k and the weight rule")
 field = st.segmented_control("Sweep", ["a", "b", "k"], default="a", required=True, key="to-sens",
                              persist_state="session")
-values = sweep_grid(field, params)
 sens = go.Figure()
 for rule, dash in zip(RULES, ("solid", "dash", "dot")):
-    p = VRFParams(params.a, params.b, params.k, rule, params.scale, params.calibrate)
-    accs = vrf_sweep(data.bundle_key(bundle), ctx.mode, p, field, values, bundle)
+    values, accs = vrf_sweep(replace(params, rule=rule), field)
     for name, ys, color in (("ID", accs[id_name], ctx.colors[id_name]),
                             ("OOD", y_of(accs, y_axis), OOD_AVG_COLOR if y_axis == OOD_AVG else ctx.colors[y_axis])):
         sens.add_trace(go.Scatter(x=list(values), y=100 * ys, name=f"{name}, {rule}", mode="lines",
                                   line=dict(color=color, dash=dash, width=3 if rule == params.rule else 1.5),
                                   hovertemplate=f"{name} ({rule}) {field} = %{{x:.3g}}: %{{y:.1f}}%<extra></extra>"))
-sens.add_vline(x=getattr(params, field), line=dict(color="black", dash="dash", width=1),
-               annotation_text=f"current {field}", annotation_position="top")
+vline(sens, getattr(params, field), f"current {field}", dash="dash")
 unit = {"a": " (" + ("d²" if params.scale == "squared" else "d") + ")", "b": " (" +
         ("d²" if params.scale == "squared" else "d") + ")", "k": " (neighbours)"}[field]
 style(sens, height=420, xaxis=dict(title=f"{field}{unit}", type="log" if field == "b" else "linear"),
