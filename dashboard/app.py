@@ -25,6 +25,12 @@ PAGES = [
     ("views/per_class.py", "Per class", ":material/category:"),
 ]
 
+
+def show_bundle_error(exc: BundleError) -> None:
+    st.error(f"**This bundle cannot be read.**\n\n{exc}", icon=":material/error:")
+    st.info("Pick another bundle in the sidebar, or rebuild this one with precompute.")
+
+
 st.set_page_config(page_title="VRF lab", page_icon=":material/tune:", layout="wide")
 latency = sidebar.LatencyLine()
 root = sidebar.bundles_root()
@@ -41,8 +47,10 @@ else:
     page = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
                           for i, (path, title, icon) in enumerate(PAGES)])
 if error is not None:
-    st.error(f"**This bundle cannot be opened.**\n\n{error}", icon=":material/error:")
-    st.info("Pick another bundle in the sidebar, or rebuild this one with precompute.")
+    show_bundle_error(error)
 else:
-    page.run()
+    try:
+        page.run()
+    except BundleError as exc:  # a file that fails only when a page reads it
+        show_bundle_error(exc)
 latency.show(ctx)

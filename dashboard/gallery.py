@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from dashboard.export import show_table
 from dashboard.sidebar import Context
 from vrf_core.analysis import top_k
 
@@ -99,7 +100,7 @@ def inspector(ctx: Context) -> None:
         bar = {m: st.column_config.ProgressColumn(m, min_value=0.0, max_value=1.0, format="%.2f", width="small")
                for m in probs}
         st.markdown("**Top-5 classes of each model** (✓ = true label)")
-        st.dataframe(table, hide_index=True, width="stretch", column_config=bar, key="inspector-top5")
+        show_table(table, "inspector-top5", f"{split}-{i}-top5", hide_index=True, width="stretch", column_config=bar)
         if ctx.params.calibrate:
             st.caption(f"Temperature-scaled: T_zs = {ctx.sel.t_zs:.2f}, T_ft = {ctx.sel.t_ft:.2f}; "
                        f"VRF = {view.w[i]:.2f} · fine-tuned + {1 - view.w[i]:.2f} · zero-shot.")

@@ -162,7 +162,8 @@ def pick_bundle(root: Path) -> Path | None:
     labels = [_label(p, root) for p in found]
     if "bundle" not in st.session_state:
         wanted = st.query_params.get("bundle")
-        st.session_state["bundle"] = wanted if wanted in labels else labels[0]
+        # `make demo` writes bundles/demo: open it first when the folder holds others too.
+        st.session_state["bundle"] = wanted if wanted in labels else "demo" if "demo" in labels else labels[0]
     if st.session_state["bundle"] not in labels:
         st.session_state["bundle"] = labels[0]
     label = st.sidebar.selectbox("Bundle", labels, key="bundle", help=f"Bundles found under {root}")
@@ -229,8 +230,9 @@ def render(root: Path) -> Context | None:
     label = st.session_state["bundle"]
     mode, params = controls(bundle, label)
     _write_url(label, mode, params)
-    return Context(root, bundle, mode, data.selection(bundle, mode), params, data.live(bundle, mode, params),
-                   dataset_colors(bundle.splits))
+    with st.spinner(f"Re-weighting {bundle.name} (the first time builds its caches)…", show_time=True):
+        view = data.live(bundle, mode, params)
+    return Context(root, bundle, mode, data.selection(bundle, mode), params, view, dataset_colors(bundle.splits))
 
 
 class LatencyLine:

@@ -172,6 +172,17 @@ def test_tradeoff_and_per_class_options(synthetic_bundles, monkeypatch):
     assert table["VRF − zero-shot"].is_monotonic_decreasing
 
 
+def test_picker_opens_demo_first_and_switches(synthetic_bundles, tmp_path, monkeypatch):
+    for name in ("alpha", "demo"):
+        shutil.copytree(synthetic_bundles / "synth", tmp_path / "bundles" / name)
+    at = start(tmp_path / "bundles", monkeypatch)
+    assert at.selectbox(key="bundle").value == "demo"
+    at.selectbox(key="bundle").set_value("alpha").run()
+    no_exception(at)
+    assert at.query_params["bundle"] == "alpha"
+    assert shown_vrf(at) == expected_vrf(synthetic_bundles, current_params(at))
+
+
 def broken_copy(src: Path, dst_root: Path, damage) -> Path:
     dst_root.mkdir()
     shutil.copytree(src, dst_root / "synth")

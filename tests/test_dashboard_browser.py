@@ -129,6 +129,26 @@ def test_slider_moves_with_the_keyboard(server, page):
     assert "VRF recompute" in page.locator("[data-testid='stSidebar']").inner_text()
 
 
+def test_clicking_a_vrf_point_adopts_its_a(server, page):
+    open_page(page, server, "tradeoff")
+    # The pixel position of the VRF curve's point with the highest OOD accuracy, from plotly's own axes.
+    point = page.evaluate("""() => {
+        const gd = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
+        const tr = gd._fullData.find(d => d.name === 'VRF');  // decoded arrays
+        const ys = Array.from(tr.y), j = ys.indexOf(Math.max(...ys));
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+        return {x: r.left + xa._offset + xa.l2p(tr.x[j]), y: r.top + ya._offset + ya.l2p(tr.y[j]),
+                a: tr.customdata[j][1]};
+    }""")
+    before = float(url_param(page, "a"))
+    page.mouse.move(point["x"], point["y"])
+    page.wait_for_timeout(300)
+    page.mouse.click(point["x"], point["y"])
+    settle(page)
+    after = float(url_param(page, "a"))
+    assert after != before and after == pytest.approx(point["a"], abs=1e-3)
+
+
 def test_samples_inspector(server, page):
     open_page(page, server, "samples")
     page.get_by_role("button", name="Inspect").first.click()

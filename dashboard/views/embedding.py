@@ -59,6 +59,7 @@ for split in shown:
     v = live.views[split]
     names = bundle.split_classnames(split)
     name = ZSF if split in zsf else split
+    # customdata as lists: plotly encodes numpy arrays as typed arrays, which selection events do not decode
     custom = np.stack([rows, v.d[rows].round(3), v.w[rows].round(3)], axis=1)
     label_names = np.asarray(names)[v.labels[rows]]
     hover = (f"<b>{name}</b> #%{{customdata[0]}}<br>%{{text}}<br>{unit} = %{{customdata[1]}}, "
@@ -74,13 +75,13 @@ for split in shown:
             trace_splits.append(split)
             fig.add_trace(Trace(x=xy[r, 0], y=xy[r, 1], mode="markers", name=label, legendgroup=label,
                                 showlegend=colour == "dataset" or label not in {t.name for t in fig.data},
-                                customdata=custom[pick], text=label_names[pick], hovertemplate=hover,
+                                customdata=custom[pick].tolist(), text=label_names[pick], hovertemplate=hover,
                                 marker=dict(size=size, color=color, opacity=0.75,
                                             symbol="diamond" if split in zsf else "circle")))
     else:
         values = v.d[rows] if colour == "distance" else v.w[rows]
         trace_splits.append(split)
-        fig.add_trace(Trace(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=custom,
+        fig.add_trace(Trace(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=custom.tolist(),
                             text=label_names, hovertemplate=hover, showlegend=False,
                             marker=dict(size=size, color=values, coloraxis="coloraxis", opacity=0.8,
                                         symbol="diamond" if split in zsf else "circle")))
@@ -90,7 +91,8 @@ elif colour == "weight":
     fig.update_layout(coloraxis=dict(colorscale=[[0, method_color("zero-shot")], [0.5, "#EEEEEE"],
                                                  [1, method_color("fine-tuned")]], cmin=0, cmax=1,
                                      colorbar=dict(title="w (0 = zero-shot,<br>1 = fine-tuned)")))
-style(fig, height=640, dragmode="lasso", xaxis=dict(title="UMAP 1", showticklabels=False, zeroline=False),
+style(fig, height=640, dragmode="lasso", legend_itemsizing="constant",
+      xaxis=dict(title="UMAP 1", showticklabels=False, zeroline=False),
       yaxis=dict(title="UMAP 2", showticklabels=False, zeroline=False, scaleanchor="x"))
 if colour == "correctness":
     st.caption("Correctness compares VRF with the fine-tuned model: *fixes* = VRF right where fine-tuned is wrong, "

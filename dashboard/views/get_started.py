@@ -1,12 +1,13 @@
 """Shown when the bundle folder holds no bundle: how to build one, and a button that builds the demo."""
 
+import math
 import os
-import queue
 import re
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import streamlit as st
 
@@ -14,7 +15,7 @@ from dashboard import sidebar
 
 root = sidebar.bundles_root()
 target = root / "demo"
-PERCENT = re.compile(r"(\d{1,3})%\|")
+EXPECTED_S = 240  # roughly how long the demo build takes here, for the progress curve
 
 st.title("VRF lab")
 st.markdown(
@@ -30,48 +31,68 @@ st.caption("Start the dashboard on another folder with `streamlit run dashboard/
            "`VRF_BUNDLES` environment variable.")
 
 
-def pump(stream, lines: queue.Queue) -> None:
-    """Split the child's output on newlines and carriage returns (progress bars redraw with \\r)."""
-    buf = b""
-    while chunk := stream.read1(4096):
-        buf += chunk
-        *done, buf = re.split(rb"[\r\n]", buf)
-        for line in done:
-            if line.strip():
-                lines.put(line.decode(errors="replace"))
-    if buf.strip():
-        lines.put(buf.decode(errors="replace"))
+@dataclass
+class DemoBuild:
+    """`python -m precompute demo` running as a child process, with its output lines."""
+
+    proc: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls) -> "DemoBuild":
+        cmd = [sys.executable, "-m", "precompute", "demo", "--out", str(target)]
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        proc = subprocess.Popen(cmd, cwd=sidebar.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        build = cls(proc)
+        threading.Thread(target=build._pump, daemon=True).start()
+        return build
+
+    def _pump(self) -> None:
+        """Split the output on newlines and carriage returns (progress bars redraw with \\r)."""
+        buf = b""
+        while chunk := self.proc.stdout.read1(4096):
+            *done, buf = re.split(rb"[\r\n]", buf + chunk)
+            self.lines += [line.decode(errors="replace") for line in done if line.strip()]
+        if buf.strip():
+            self.lines.append(buf.decode(errors="replace"))
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def fraction(self) -> float:
+        """The stages have no known total: a curve of the elapsed time that only reaches 1 when done."""
+        return 1.0 if not self.running else 0.95 * (1 - math.exp(-(time.monotonic() - self.started) / EXPECTED_S))
 
 
-def build_demo() -> int:
-    cmd = [sys.executable, "-m", "precompute", "demo", "--out", str(target)]
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    proc = subprocess.Popen(cmd, cwd=sidebar.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
-    bar = st.progress(0.0, text="Starting…")
-    log = st.empty()
-    tail: list[str] = []
-    start, fraction = time.monotonic(), 0.0
-    while proc.poll() is None or not lines.empty():
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        tail = (tail + [line])[-8:]
-        if m := PERCENT.search(line):
-            fraction = max(fraction, min(int(m.group(1)), 99) / 100)
-        else:
-            fraction = max(fraction, min(0.95, 1 - 1 / (1 + (time.monotonic() - start) / 120)))
-        bar.progress(fraction, text=line[:120])
-        log.code("\n".join(tail), language="text")
-    bar.progress(1.0, text="Done" if proc.returncode == 0 else f"Failed (exit code {proc.returncode})")
-    return proc.returncode
+@st.cache_resource(show_spinner=False)
+def builds() -> dict[str, DemoBuild]:
+    """Builds in flight, shared by sessions: a reload follows the running build instead of starting another."""
+    return {}
 
 
-if st.button("Build the demo bundle", type="primary", key="build-demo", icon=":material/build:"):
-    code = build_demo()
-    if code == 0:
+def follow(build: DemoBuild) -> None:
+    bar, log = st.progress(0.0, text="Starting…"), st.empty()
+    while True:
+        running = build.running
+        last = build.lines[-1] if build.lines else "starting…"
+        bar.progress(build.fraction(), text=f"{time.monotonic() - build.started:.0f} s · {last[:110]}")
+        log.code("\n".join(build.lines[-8:]) or " ", language="text")
+        if not running:
+            break
+        time.sleep(0.3)
+    if build.proc.returncode == 0:
         st.success(f"Built {target}. Loading it…")
+        builds().pop(str(target), None)
         st.rerun()
-    st.error(f"`python -m precompute demo` failed with exit code {code}; see its output above.")
+    st.error(f"`python -m precompute demo` failed with exit code {build.proc.returncode}; its last output is above.")
+
+
+build = builds().get(str(target))
+busy = build is not None and build.running
+if st.button("Build the demo bundle", type="primary", key="build-demo", icon=":material/build:", disabled=busy,
+             help="Runs `python -m precompute demo` here; it takes a few minutes."):
+    build = builds()[str(target)] = DemoBuild.start()
+if build is not None:
+    follow(build)

@@ -68,7 +68,9 @@ else:
 
 st.subheader("All classes")
 table = df.sort_values(delta, ascending=False).reset_index(drop=True)
-pct = {m: st.column_config.ProgressColumn(m, min_value=0.0, max_value=1.0, format="percent") for m in METHODS}
-diff = {c: st.column_config.NumberColumn(c, format="%+.3f") for c in ("VRF − fine-tuned", "VRF − zero-shot")}
+table[list(METHODS) + ["VRF − fine-tuned", "VRF − zero-shot"]] *= 100
+pct = {m: st.column_config.ProgressColumn(f"{m} (%)", min_value=0.0, max_value=100.0, format="%.1f")
+       for m in METHODS}
+diff = {c: st.column_config.NumberColumn(f"{c} (pp)", format="%+.1f") for c in ("VRF − fine-tuned", "VRF − zero-shot")}
 show_table(table, "pc-table", f"{bundle.name}-{split}-per-class", hide_index=True, width="stretch",
            column_config={**pct, **diff}, height=420)
