@@ -218,7 +218,9 @@ class Bundle:
                       for n in ("mahalanobis", "relative_mahalanobis", "knn") if self.has(split, f"score_{n}")}
         wse = None
         if self.has(split, "logits_wse"):
-            wse = project_logits(np.asarray(self.array(split, "logits_wse"), dtype=np.float32), proj)
+            # Kept as stored (float16, memory-mapped when unprojected): a float32 copy of an
+            # ImageNet-sized (A, N, C) array needs gigabytes, and only its argmax is used.
+            wse = project_logits(self.array(split, "logits_wse"), proj)
         return SplitData(
             name=split,
             role=self.splits[split]["role"],

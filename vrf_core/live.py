@@ -32,9 +32,11 @@ ROW_CHUNK = 256  # rows per softmax block: two float64 blocks stay in a 4 MiB L2
 
 
 def _exp_rows(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """exp(z / T - max) (n, C) float64 and its row sums (n, 1), as `ensembles.softmax` forms them."""
+    """exp(z / T - max) (n, C) float64 and its row sums (n, 1), as `ensembles.softmax` forms them.
+    The max is taken before the division: z -> z / T is monotone, so it is the same number."""
+    top = np.asarray(logits.max(axis=1, keepdims=True), dtype=np.float64) / temperature
     x = np.divide(logits, temperature, dtype=np.float64)
-    x -= x.max(axis=1, keepdims=True)
+    x -= top
     np.exp(x, out=x)
     return x, x.sum(axis=1, keepdims=True)
 
@@ -50,11 +52,12 @@ def softmax_rows(logits: np.ndarray, temperature: float) -> np.ndarray:
 @dataclass
 class _TopM:
     """Per sample, for one temperature pair: candidate classes (each model's top m), both
-    models' float32 probabilities there, and each model's (m+1)-th largest probability."""
+    models' float32 probabilities there, and each model's (m+1)-th largest probability.
+    Candidate-major, so that reductions over the candidates run along whole rows."""
 
-    cand: np.ndarray  # (N, 2m) int32
-    p_ft: np.ndarray  # (N, 2m) float32
-    p_zs: np.ndarray  # (N, 2m) float32
+    cand: np.ndarray  # (2m, N) int32
+    p_ft: np.ndarray  # (2m, N) float32
+    p_zs: np.ndarray  # (2m, N) float32
     r_ft: np.ndarray  # (N,) float32
     r_zs: np.ndarray  # (N,) float32
 
@@ -73,17 +76,17 @@ def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m
     cand = np.concatenate(tops, axis=1)
     p_ft = (np.take_along_axis(e_ft, cand, axis=1) / s_ft).astype(np.float32)
     p_zs = (np.take_along_axis(e_zs, cand, axis=1) / s_zs).astype(np.float32)
-    return cand.astype(np.int32), p_ft, p_zs, bounds[0], bounds[1]
+    return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1]
 
 
 def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> _TopM:
     n = len(logits_ft)
-    t = _TopM(np.empty((n, 2 * m), np.int32), np.empty((n, 2 * m), np.float32),
-              np.empty((n, 2 * m), np.float32), np.empty(n, np.float32), np.empty(n, np.float32))
+    t = _TopM(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
+              np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32))
 
     def fill(s: int) -> None:
         e = min(s + ROW_CHUNK, n)
-        t.cand[s:e], t.p_ft[s:e], t.p_zs[s:e], t.r_ft[s:e], t.r_zs[s:e] = _top_m_block(
+        t.cand[:, s:e], t.p_ft[:, s:e], t.p_zs[:, s:e], t.r_ft[s:e], t.r_zs[s:e] = _top_m_block(
             logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m)
 
     # NumPy releases the GIL inside these kernels, so row blocks run in parallel threads.
@@ -141,12 +144,12 @@ class LiveSplit:
         t = self._top_m(calibrated)
         if t is None:
             return self._full_preds(np.arange(len(self)), w, calibrated)
-        wc, w1 = (w[:, None], 1.0 - w[:, None]) if w.ndim == 1 else (w, 1.0 - w)
-        score = wc * t.p_ft + w1 * t.p_zs
-        best = score.max(axis=1)
-        preds = np.where(score == best[:, None], t.cand, np.iinfo(np.int32).max).min(axis=1).astype(np.int64)
-        w1 = 1.0 - w  # the bound on every class outside both top-m lists, rounded the same way
-        bound = w * t.r_ft + w1 * t.r_zs
+        w1 = 1.0 - w  # float32, rounded as in the full mixture
+        score = w * t.p_ft
+        score += w1 * t.p_zs
+        best = score.max(axis=0)
+        preds = np.where(score == best, t.cand, np.iinfo(np.int32).max).min(axis=0).astype(np.int64)
+        bound = w * t.r_ft + w1 * t.r_zs  # on every class outside both top-m lists
         unsure = np.flatnonzero(bound >= best)
         if len(unsure):
             preds[unsure] = self._full_preds(unsure, w, calibrated)
