@@ -32,6 +32,7 @@ def show_bundle_error(exc: BundleError) -> None:
 
 
 st.set_page_config(page_title="VRF lab", page_icon=":material/tune:", layout="wide")
+st.set_option("client.toolbarMode", "viewer")  # no "Deploy" button in a local research tool
 latency = sidebar.LatencyLine()
 root = sidebar.bundles_root()
 try:

@@ -131,14 +131,24 @@ def test_slider_moves_with_the_keyboard(server, page):
 
 def test_clicking_a_vrf_point_adopts_its_a(server, page):
     open_page(page, server, "tradeoff")
-    # The pixel position of the VRF curve's point with the highest OOD accuracy, from plotly's own axes.
+    # The visible point of the VRF curve farthest from every other trace's points, in pixels.
     point = page.evaluate("""() => {
         const gd = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
-        const tr = gd._fullData.find(d => d.name === 'VRF');  // decoded arrays
-        const ys = Array.from(tr.y), j = ys.indexOf(Math.max(...ys));
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-        return {x: r.left + xa._offset + xa.l2p(tr.x[j]), y: r.top + ya._offset + ya.l2p(tr.y[j]),
-                a: tr.customdata[j][1]};
+        const px = (t, j) => [xa._offset + xa.l2p(t.x[j]), ya._offset + ya.l2p(t.y[j])];
+        const inside = ([x, y]) => x >= xa._offset && x <= xa._offset + xa._length
+                                   && y >= ya._offset && y <= ya._offset + ya._length;
+        const vrf = gd._fullData.find(d => d.name === 'VRF');  // decoded arrays
+        const others = gd._fullData.filter(d => d !== vrf)
+            .flatMap(t => Array.from(t.x, (_, j) => px(t, j)));
+        let best = null;
+        for (let j = 0; j < vrf.x.length; j++) {
+            const p = px(vrf, j);
+            if (!inside(p)) continue;
+            const gap = Math.min(...others.map(([x, y]) => Math.hypot(x - p[0], y - p[1])));
+            if (!best || gap > best.gap) best = {gap, x: r.left + p[0], y: r.top + p[1], a: vrf.customdata[j][1]};
+        }
+        return best;
     }""")
     before = float(url_param(page, "a"))
     page.mouse.move(point["x"], point["y"])

@@ -97,8 +97,12 @@ if evals:
     ratio.add_annotation(x=0, xref="paper", y=0, text="equal accuracy", showarrow=False, xanchor="left",
                          yanchor="top", font=dict(color="grey", size=12))
     vline(ratio, p.a, f"a = {p.a:.3f}")
+    finite = np.array([rr for row in ratio_rows if np.isfinite(rr := row["ratio"])] + [1.0])
+    ticks = [t for t in (0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 10)
+             if finite.min() / 1.3 <= t <= finite.max() * 1.3]
     style(ratio, height=440, xaxis=dict(title=f"distance bin centre, {unit}"),
-          yaxis=dict(title="accuracy ratio fine-tuned / zero-shot (log scale)", type="log"))
+          yaxis=dict(title="accuracy ratio fine-tuned / zero-shot (log scale)", type="log", tickvals=ticks,
+                     ticktext=[f"{t:g}" for t in ticks]))
 with c2:
     st.caption("The plot that justifies VRF: far from the ZSF set the fine-tuned model loses its edge, so the "
                f"ratio falls as d grows. Bins hold at least {min_count} samples; hover for both accuracies.")
@@ -114,7 +118,7 @@ if ratio_rows:
 # ---- average weight per dataset --------------------------------------------------------------------------
 st.subheader("Average weight on the fine-tuned model")
 weights = {g: weight(groups[g], p.a, p.b, p.rule) for g in shown}
-stats = pd.DataFrame([{"dataset": g, "role": role_of(g), "samples": len(groups[g]),
+stats = pd.DataFrame([{"dataset": g, "samples": len(groups[g]),
                        f"mean {unit}": float(np.mean(groups[g])), f"median {unit}": float(np.median(groups[g])),
                        "mean w": float(weights[g].mean()), "share w > 0.5": float((weights[g] > 0.5).mean())}
                       for g in shown])
@@ -125,8 +129,10 @@ bars = go.Figure(go.Bar(x=stats["mean w"], y=stats["dataset"], orientation="h",
 style(bars, height=80 + 42 * len(shown), showlegend=False,
       xaxis=dict(title="mean weight w on the fine-tuned model", range=[0, 1.1]),
       yaxis=dict(autorange="reversed", title=""))
-c1, c2 = st.columns([3, 2])
+c1, c2 = st.columns([1, 1])
 with c1:
     show_figure(bars, "di-weights", f"{bundle.name}-mean-weight")
 with c2:
-    show_table(stats.round(4), "di-stats", f"{bundle.name}-distance-stats", hide_index=True, width="stretch")
+    fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in stats.columns if c not in ("dataset", "samples")}
+    show_table(stats, "di-stats", f"{bundle.name}-distance-stats", hide_index=True, width="stretch",
+               column_config=fmt)

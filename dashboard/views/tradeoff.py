@@ -77,15 +77,20 @@ def y_of(curves: dict[str, np.ndarray], y_axis: str) -> np.ndarray:
 
 
 # ---- controls ------------------------------------------------------------------------------------
-c1, c2, c3, c4 = st.columns([2, 1.4, 1, 1], vertical_alignment="bottom")
+c1, c2, _ = st.columns([2, 1.2, 2], vertical_alignment="bottom")
 y_axis = c1.selectbox("OOD accuracy on the vertical axis", [OOD_AVG] + shifts, key="to-y", persist_state="session",
                       format_func=lambda s: f"average over {len(shifts)} shifts" if s == OOD_AVG else s)
 over = c2.segmented_control("VRF curve over", ["a", "b"], default="a", required=True, key="to-over",
                             persist_state="session", help="The other hyperparameters stay at the sidebar values.")
+c3, c4, c5 = st.columns(3)
 logit_axes = c3.toggle("Logit-scaled axes", key="to-logit", persist_state="session",
                        help="The WiSE-FT convention: accuracies on a logit scale, so the frontier is closer to a line.")
 show_selective = c4.toggle("Selective routing", value=True, key="to-sel", persist_state="session",
                            help="Baselines that send each sample wholly to one model by an OOD score.")
+table = data.static_table(bundle, ctx.mode)
+far_apart = table["fine-tuned"][id_name]["acc"] - table["zero-shot"][id_name]["acc"] > 0.15
+focus = c5.toggle("Zoom on the ensembles", value=far_apart, key="to-focus", persist_state="session",
+                  help="Frame the fine-tuned end, where the ensembles differ; double-click the plot to see it all.")
 y_label = f"OOD accuracy, {'average of ' + str(len(shifts)) + ' shifts' if y_axis == OOD_AVG else y_axis} (%)"
 
 
@@ -102,6 +107,7 @@ def point_trace(name, ids, oods, custom, hover, **kw) -> go.Scatter:
 HOVER = "ID %{customdata[3]:.1f}%<br>OOD %{customdata[4]:.1f}%"
 fig = go.Figure()
 rows = []
+anchors: list[float] = []  # ID accuracies the zoomed frame keeps in view
 
 
 def add_curve(method, param, values, accs, tuned_value, kind="info", **line):
@@ -114,6 +120,7 @@ def add_curve(method, param, values, accs, tuned_value, kind="info", **line):
                 for v, i, o in zip(values, ids, oods))
     if tuned_value is not None and tuned_value in list(values):
         j = list(values).index(tuned_value)
+        anchors.append(ids[j])
         fig.add_trace(point_trace(f"{method} (tuned)", [ids[j]], [oods[j]], [custom[j]],
                                   f"<b>{method}</b> tuned on {sel.tuned_on}: {param} = {tuned_value:.3g}<br>" + HOVER,
                                   mode="markers", showlegend=False,
@@ -129,12 +136,13 @@ for method, accs in baseline_curves().items():
 values, vrf_accs = vrf_sweep(params, over)
 add_curve("VRF", over, values, vrf_accs, None, kind=over, width=3)
 
-table = data.static_table(bundle, ctx.mode)
 for method in ("zero-shot", "fine-tuned") + (tuple(m for m in table if m.startswith("select:")) if show_selective
                                               else ()):
     i = table[method][id_name]["acc"]
     o = table[method][OOD_AVG]["acc"] if y_axis == OOD_AVG else table[method][y_axis]["acc"]
     base = method in ("zero-shot", "fine-tuned")
+    if method != "zero-shot":
+        anchors.append(i)
     fig.add_trace(point_trace(method, [i], [o], [["info", 0.0, method, 100 * i, 100 * o]],
                               f"<b>{method}</b><br>" + HOVER, mode="markers+text" if base else "markers",
                               text=[method] if base else None, textposition="bottom center",
@@ -158,14 +166,25 @@ fig.add_trace(point_trace("VRF (current)", [cur_id], [cur_ood], [["info", 0.0, "
                           f"{params.rule}<br>" + HOVER, mode="markers",
                           marker=dict(size=22, symbol="star", color=method_color("VRF"),
                                       line=dict(width=1.5, color="black"))))
-axis = dict(showgrid=True, zeroline=False)
+anchors.append(cur_id)
+xs = np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data])
+ys = np.concatenate([np.asarray(t.y, dtype=float) for t in fig.data])
+x_axis, y_axis_ = dict(showgrid=True, zeroline=False), dict(showgrid=True, zeroline=False)
+if focus:
+    ax = tx(anchors)
+    pad = 0.05 if logit_axes else 1.0
+    lo = ax.min() - 0.25 * (ax.max() - ax.min()) - pad
+    inside = ys[xs >= lo]
+    x_axis["range"] = [lo, ax.max() + pad]
+    y_axis_["range"] = [inside.min() - pad, inside.max() + pad]
 if logit_axes:
-    lo_hi = [p for tr in fig.data for p in np.concatenate([tr.x, tr.y])]
-    ticks = [t for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
-             if min(lo_hi) - 0.3 <= np.log(t / (1 - t)) <= max(lo_hi) + 0.3]
-    axis.update(tickvals=[np.log(t / (1 - t)) for t in ticks], ticktext=[f"{100 * t:g}" for t in ticks])
-style(fig, height=560, xaxis=dict(title=f"ID accuracy, {id_name} (%)", **axis), yaxis=dict(title=y_label, **axis),
-      clickmode="event+select", dragmode="zoom")
+    for axis, values in ((x_axis, xs), (y_axis_, ys)):
+        shown = axis.get("range", [values.min(), values.max()])
+        ticks = [t for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96,
+                             0.97, 0.98, 0.99, 0.995) if shown[0] - 0.3 <= np.log(t / (1 - t)) <= shown[1] + 0.3]
+        axis.update(tickvals=[np.log(t / (1 - t)) for t in ticks], ticktext=[f"{100 * t:g}" for t in ticks])
+style(fig, height=560, xaxis=dict(title=f"ID accuracy, {id_name} (%)", **x_axis),
+      yaxis=dict(title=y_label, **y_axis_), clickmode="event+select", dragmode="zoom")
 
 
 def adopt() -> None:
