@@ -22,11 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bundle")
     p.add_argument("--json", action="store_true", help="machine-readable output (keys: see precompute/report.py)")
     p.add_argument("--oracle", action="store_true", help="hyperparameters tuned on the ID test split (paper protocol)")
+    p.add_argument("--verify", action="store_true", help="recompute every file's sha256 against the manifest first")
     p = sub.add_parser("synthetic", help="a seeded synthetic bundle (arrays from a generative model, no images)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from precompute.assemble import AssembleError
     from precompute.config import ConfigError
     from vrf_core.bundle import BundleError, open_bundle
     from vrf_core.data import DatasetError
@@ -55,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from precompute.report import print_report
 
-            print_report(open_bundle(args.bundle), "oracle" if args.oracle else "validation", args.json)
+            print_report(open_bundle(args.bundle, verify=args.verify), "oracle" if args.oracle else "validation",
+                         args.json)
         elif args.command == "synthetic":
             from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
 
             write_synthetic_bundle(args.out, SyntheticSpec(seed=args.seed))
-    except (ConfigError, BundleError, DatasetError, ModelError) as exc:
+    except (AssembleError, ConfigError, BundleError, DatasetError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -3,18 +3,26 @@ scores, the embedding map, hyperparameter selection, manifest.
 
 Shared by the real pipeline (`precompute run`, `precompute demo`) and by the
 synthetic bundles of the benchmarks, so every bundle is finished the same way.
+The expensive steps (kNN searches, the embedding map) are content-keyed stages of
+a `StageCache`: keyed by the bytes of the arrays they read and their settings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import os
 import platform
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from vrf_core.bundle import MANIFEST, Bundle, BundleWriter, open_bundle
+from vrf_core.bundle import Bundle, BundleWriter, atomic_save_npy, atomic_write_json, kill_point, open_bundle
 from vrf_core.data import ClassProjection
 from vrf_core.evaluate import default_k_values, select
 from vrf_core.knn import knn_sqdist
@@ -22,6 +30,79 @@ from vrf_core.progress import log, progress
 from vrf_core.selective import GaussianFit
 from vrf_core.weights import k_from_rule
 from vrf_core.zsf import zsf_mask
+
+
+class AssembleError(ValueError):
+    """The extracted arrays cannot make a sound bundle; the message names the split and the fix."""
+
+
+def content_key(*parts) -> str:
+    """sha256 of JSON-able parts (the identity of a stage's inputs)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def array_digest(arr: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.view(np.uint8).reshape(-1) if arr.size else b"")
+    return h.hexdigest()
+
+
+class StageCache:
+    """Content-keyed stage results: `root/<stage>-<key[:16]>/` holds a stage's arrays (.npy) and a
+    `done.json`. A stage folder is written as `.<name>.partial` and renamed when complete, so it is
+    whole or absent. `record` lists what this run computed and what it reused (written to stages.json).
+    With `root=None` (synthetic bundles) nothing is stored and everything is computed."""
+
+    def __init__(self, root: Path | None):
+        self.root = Path(root) if root is not None else None
+        self.record: list[dict] = []
+
+    def folder(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key[:16]}"
+
+    def has(self, stage: str, key: str) -> bool:
+        return self.root is not None and (self.folder(stage, key) / "done.json").is_file()
+
+    def load(self, stage: str, key: str) -> dict[str, np.ndarray]:
+        return {p.stem: np.load(p, mmap_mode="r", allow_pickle=False)
+                for p in sorted(self.folder(stage, key).glob("*.npy"))}
+
+    def put(self, stage: str, key: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Publish a stage's arrays; returns them as stored (what a resumed run would read back)."""
+        if self.root is None:
+            return arrays
+        folder = self.folder(stage, key)
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            for name, arr in arrays.items():
+                atomic_save_npy(partial / f"{name}.npy", np.asarray(arr))
+            atomic_write_json(partial / "done.json", {"stage": stage, "key": key})
+            shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by an older version
+            os.replace(partial, folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return self.load(stage, key)
+
+    def get(self, stage: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The stored result when its key matches, else computed now and stored."""
+        if self.has(stage, key):
+            self.note(stage, key, "reused")
+            return self.load(stage, key)
+        t0 = time.perf_counter()
+        out = self.put(stage, key, compute())
+        self.note(stage, key, "computed", time.perf_counter() - t0)
+        return out
+
+    def note(self, stage: str, key: str, status: str, seconds: float = 0.0) -> None:
+        self.record.append({"stage": stage, "key": key[:16], "status": status, "seconds": round(seconds, 2)})
 
 
 @dataclass
@@ -98,6 +179,7 @@ def compute_embedding(parts: dict[str, np.ndarray], max_points: int, n_neighbors
     # UMAP's precomputed graph includes each point itself at distance 0 in column 0.
     knn_idx = np.concatenate([np.arange(len(feats))[:, None], idx], 1)
     knn_dist = np.concatenate([np.zeros((len(feats), 1), np.float32), np.sqrt(sq) / np.sqrt(2)], 1)
+    kill_point("umap")
     reducer = umap.UMAP(n_neighbors=k + 1, metric="cosine", random_state=seed,
                         precomputed_knn=(knn_idx, knn_dist, None), n_jobs=1)
     coords = reducer.fit_transform(feats).astype(np.float32)
@@ -111,47 +193,127 @@ def compute_embedding(parts: dict[str, np.ndarray], max_points: int, n_neighbors
     return out
 
 
+def _count_nonfinite(arr: np.ndarray, chunk: int = 1 << 22) -> int:
+    flat = np.asarray(arr).reshape(-1)
+    return sum(int((~np.isfinite(flat[i:i + chunk])).sum()) for i in range(0, len(flat), chunk))
+
+
+def check_finite(split: str, ex: Extracted) -> None:
+    """NaN or infinite features or logits would silently poison distances, calibration and accuracies."""
+    for what in ("features_ft", "features_zs", "logits_zs", "logits_ft", "logits_wse"):
+        arr = getattr(ex, what)
+        bad = _count_nonfinite(arr) if arr is not None else 0
+        if bad:
+            raise AssembleError(f"split {split!r}: {what} holds {bad} NaN or infinite value(s) of {np.size(arr)}; "
+                                "the model's weights may be corrupt or half precision overflowed: check the "
+                                "checkpoint, or set model.precision = \"fp32\"")
+
+
+def check_zsf_size(n_zsf: int, n_train: int, settings: AssembleSettings, zs_acc: float, ft_acc: float) -> None:
+    """The ZSF set must hold at least two members (members are measured leave-one-out) and more than an
+    explicitly configured k; a k derived from a rule is lowered instead (and logged)."""
+    if n_zsf == 0:
+        raise AssembleError(
+            f"the zero-shot failure set is empty: none of the {n_train} training samples is classified right by "
+            f"the fine-tuned model and wrong by the zero-shot one (training accuracy: fine-tuned {ft_acc:.3f}, "
+            f"zero-shot {zs_acc:.3f}). Check that finetune.checkpoint is a model fine-tuned on this training set, "
+            "or fine-tune longer (finetune.epochs)")
+    k = settings.k_rule if isinstance(settings.k_rule, (int, np.integer)) else 1
+    if n_zsf < k + 1:
+        raise AssembleError(
+            f"the zero-shot failure set has {n_zsf} member(s), fewer than k + 1 = {k + 1} (ensemble.k_rule = {k}; "
+            "each member is measured against the others). Set ensemble.k_rule below "
+            f"{max(n_zsf, 1)}, use the 'reference' or 'paper' rule, or use more training data")
+
+
 def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
              settings: AssembleSettings, manifest_extra: dict,
-             zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None = None) -> Bundle:
+             zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None = None,
+             cache: StageCache | None = None) -> Bundle:
+    """Write the bundle at `out_dir`: staged, then moved into place (see BundleWriter); on any error the
+    bundle already there is left as it was."""
+    cache = cache or StageCache(None)
+    for split, ex in [("train", train), *evals.items()]:
+        check_finite(split, ex)
     writer = BundleWriter(out_dir)
-    # A bundle being rebuilt is not a bundle: readers must never see new arrays under an old manifest.
-    (writer.root / MANIFEST).unlink(missing_ok=True)
+    try:
+        manifest = {"name": name, **_write_arrays(writer, train, evals, settings, manifest_extra, zsf_thumbs, cache)}
+        # 5. Hyperparameters chosen on the ID validation split; the oracle on ID test, for comparison.
+        staged = writer.staged(manifest)
+        k_values = default_k_values(manifest["zsf"]["k_rule_value"], manifest["ensemble"]["k_max"])
+        for mode, role in (("validation", "id_val"), ("oracle", "id_test")):
+            names = staged.split_names(role)
+            if names:
+                log(f"selecting hyperparameters on {names[0]} ({mode})")
+                sel = select(staged.split_data(names[0]), settings.wse_alphas, settings.ose_alphas, k_values,
+                             settings.weight_rule, settings.distance, settings.calibration)
+                manifest["selection"][mode] = sel.to_json()
+        writer.finalize(manifest)
+    except BaseException:
+        writer.abort()
+        raise
+    return open_bundle(out_dir)
+
+
+def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extracted], settings: AssembleSettings,
+                  manifest_extra: dict, zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None,
+                  cache: StageCache) -> dict:
+    """Stage every array; returns the manifest (without the selection)."""
     rng = np.random.default_rng(settings.seed)
     num_classes = len(manifest_extra["classnames"])
+    backend = settings.knn_backend
+    if backend == "auto":
+        import torch
+
+        backend = "torch" if torch.cuda.is_available() else "faiss"
 
     # 1. ZSF set (paper Sec. 4.1): fine-tuned right, zero-shot wrong on the training set.
-    mask = zsf_mask(train.predictions("zs"), train.predictions("ft"), train.labels)
+    preds_zs, preds_ft = train.predictions("zs"), train.predictions("ft")
+    mask = zsf_mask(preds_zs, preds_ft, train.labels)
     zsf_idx = np.flatnonzero(mask)
-    if len(zsf_idx) < 2:
-        raise ValueError(
-            f"the zero-shot failure set has {len(zsf_idx)} member(s) out of {len(mask)} training samples; "
-            "VRF needs at least k+1. Fine-tune longer, or check that the fine-tuned checkpoint is right")
+    n_train = len(train.labels)
+    check_zsf_size(len(zsf_idx), n_train, settings, float((preds_zs == train.labels).mean()),
+                   float((preds_ft == train.labels).mean()))
     k_max = min(settings.k_max, len(zsf_idx) - 1)
+    if k_max < settings.k_max:
+        log(f"ensemble.k_max lowered from {settings.k_max} to {k_max}: the ZSF set has {len(zsf_idx)} members")
+    k_rule_raw = k_from_rule(settings.k_rule, len(zsf_idx), n_train)
+    k_rule_value = min(k_rule_raw, k_max)
+    if k_rule_value < k_rule_raw:
+        log(f"warning: k = {k_rule_raw} from ensemble.k_rule = {settings.k_rule!r} exceeds k_max = {k_max}; "
+            f"using k = {k_rule_value} (recorded in the manifest under zsf.k_rule_raw)")
     zsf_feats = np.asarray(train.features_ft[zsf_idx], dtype=np.float32)
+    zsf_digest = array_digest(zsf_feats)
     log(f"ZSF set: {len(zsf_idx)} of {len(mask)} training samples; k_max = {k_max}")
 
     # 2. kNN distances of every split to the ZSF set, up to k_max.
-    zsf_sq, zsf_nn = knn_sqdist(zsf_feats, zsf_feats, k_max, settings.knn_backend, exclude_self=True)
+    sample = np.arange(n_train) if n_train <= settings.train_sample else np.sort(
+        rng.choice(n_train, settings.train_sample, replace=False))
+    sample_feats = np.asarray(train.features_ft[sample], np.float32)
+
+    def zsf_search() -> dict[str, np.ndarray]:
+        zsf_sq, zsf_nn = knn_sqdist(zsf_feats, zsf_feats, k_max, backend, exclude_self=True)
+        t_sq, t_nn = knn_sqdist(sample_feats, zsf_feats, k_max + 1, backend)
+        return {"zsf_sq": zsf_sq, "zsf_nn": zsf_nn, "train_sq": t_sq, "train_nn": t_nn}
+
+    nn = cache.get("knn/zsf", content_key("knn-zsf", zsf_digest, array_digest(sample_feats), k_max, backend),
+                   zsf_search)
+    zsf_sq, zsf_nn = np.asarray(nn["zsf_sq"]), np.asarray(nn["zsf_nn"])
+    kill_point("knn")
     writer.put("zsf", "labels", np.asarray(train.labels[zsf_idx], np.int64))
     writer.put("zsf", "refs", np.asarray(train.refs)[zsf_idx].astype(str))
     writer.put("zsf", "train_index", zsf_idx.astype(np.int64))
-    writer.put("zsf", "preds_zs", train.predictions("zs")[zsf_idx].astype(np.int64))
+    writer.put("zsf", "preds_zs", preds_zs[zsf_idx].astype(np.int64))
     writer.put("zsf", "features_ft", zsf_feats.astype(np.float16))
     writer.put("zsf", "knn_sqdist", zsf_sq)
     writer.put("zsf", "knn_index", zsf_nn.astype(np.int32))
     if zsf_thumbs is not None:
         writer.put_thumbs("zsf", zsf_thumbs(zsf_idx))
 
-    n_train = len(train.labels)
-    sample = np.arange(n_train) if n_train <= settings.train_sample else np.sort(
-        rng.choice(n_train, settings.train_sample, replace=False))
-    t_sq, t_nn = knn_sqdist(np.asarray(train.features_ft[sample], np.float32), zsf_feats, k_max + 1,
-                            settings.knn_backend)
     # A ZSF member's nearest neighbour is itself: use its leave-one-out row instead.
     pos = np.searchsorted(zsf_idx, sample)
     is_member = mask[sample]
-    t_sq, t_nn = t_sq[:, :k_max].copy(), t_nn[:, :k_max].copy()
+    t_sq, t_nn = np.array(nn["train_sq"][:, :k_max]), np.array(nn["train_nn"][:, :k_max])
     t_sq[is_member], t_nn[is_member] = zsf_sq[pos[is_member]], zsf_nn[pos[is_member]]
     writer.put("train", "labels", np.asarray(train.labels[sample], np.int64))
     writer.put("train", "refs", np.asarray(train.refs)[sample].astype(str))
@@ -165,15 +327,25 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
     base_idx = np.arange(n_train) if n_train <= settings.knn_train_base else np.sort(
         rng.choice(n_train, settings.knn_train_base, replace=False))
     train_base = np.asarray(train.features_ft[base_idx], np.float32)
+    base_digest = array_digest(train_base)
+    kk = min(settings.knn_train_k, len(train_base))
 
     for split, ex in progress(evals.items(), desc="distances and scores", total=len(evals)):
         feats = np.asarray(ex.features_ft, np.float32)
-        sq, nn = knn_sqdist(feats, zsf_feats, k_max, settings.knn_backend)
+
+        def search(feats=feats) -> dict[str, np.ndarray]:
+            sq, idx = knn_sqdist(feats, zsf_feats, k_max, backend)
+            tsq, _ = knn_sqdist(feats, train_base, kk, backend)
+            return {"knn_sqdist": sq, "knn_index": idx.astype(np.int32), "score_knn": -np.sqrt(tsq[:, -1])}
+
+        dist = cache.get(f"knn/{split}", content_key("knn-split", array_digest(feats), zsf_digest, base_digest,
+                                                     k_max, kk, backend), search)
+        kill_point(f"scores:{split}")
         for arr_name, arr in (("labels", np.asarray(ex.labels, np.int64)), ("refs", np.asarray(ex.refs).astype(str)),
                               ("features_ft", np.asarray(ex.features_ft, np.float16)),
                               ("logits_zs", np.asarray(ex.logits_zs, np.float32)),
                               ("logits_ft", np.asarray(ex.logits_ft, np.float32)),
-                              ("knn_sqdist", sq), ("knn_index", nn.astype(np.int32))):
+                              ("knn_sqdist", dist["knn_sqdist"]), ("knn_index", dist["knn_index"])):
             writer.put(split, arr_name, arr)
         if ex.features_zs is not None:
             writer.put(split, "features_zs", np.asarray(ex.features_zs, np.float16))
@@ -181,24 +353,29 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
             writer.put(split, "logits_wse", np.asarray(ex.logits_wse, np.float16))
         writer.put(split, "score_mahalanobis", gauss.mahalanobis(feats).astype(np.float32))
         writer.put(split, "score_relative_mahalanobis", gauss.relative_mahalanobis(feats).astype(np.float32))
-        kk = min(settings.knn_train_k, len(train_base))
-        tsq, _ = knn_sqdist(feats, train_base, kk, settings.knn_backend)
-        writer.put(split, "score_knn", (-np.sqrt(tsq[:, -1])).astype(np.float32))
+        writer.put(split, "score_knn", np.asarray(dist["score_knn"], np.float32))
         if ex.thumbs is not None:
             writer.put_thumbs(split, ex.thumbs)
 
     # 4. Embedding map of the ZSF set and the evaluation splits.
     embedding = None
     if settings.umap:
-        log("embedding map (UMAP)")
         parts = {"zsf": zsf_feats, **{s: np.asarray(e.features_ft, np.float32) for s, e in evals.items()}}
-        coords = compute_embedding(parts, settings.umap_max_points, settings.umap_neighbors, settings.seed)
-        for split, c in coords.items():
+
+        def embed() -> dict[str, np.ndarray]:
+            log("embedding map (UMAP)")
+            coords = compute_embedding(parts, settings.umap_max_points, settings.umap_neighbors, settings.seed)
+            return {"coords": np.concatenate([coords[n] for n in parts])}
+
+        key = content_key("umap", [array_digest(x) for x in parts.values()], settings.umap_max_points,
+                          settings.umap_neighbors, settings.seed)
+        coords = np.asarray(cache.get("umap", key, embed)["coords"])
+        ends = np.cumsum([len(x) for x in parts.values()])
+        for split, c in zip(parts, np.split(coords, ends[:-1])):
             writer.put(split, "umap", c)
         embedding = {"method": "umap", "metric": "cosine", "n_neighbors": settings.umap_neighbors,
                      "max_points": settings.umap_max_points, "of": "features_ft"}
 
-    k_rule_value = min(k_from_rule(settings.k_rule, len(zsf_idx), n_train), k_max)
     splits_meta = {
         "train": {"role": "id_train", "n": int(len(sample)), "classnames": None, "projection": None,
                   "source": train.source},
@@ -209,33 +386,18 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
         splits_meta[split] = {"role": ex.role, "n": int(len(ex.labels)), "classnames": ex.classnames,
                               "projection": ex.projection.to_json() if ex.projection else None,
                               "source": ex.source}
-    manifest = {
-        "name": name,
+    return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "num_classes": num_classes,
         "feature_dim": int(zsf_feats.shape[1]),
         "splits": splits_meta,
         "zsf": {"size": int(len(zsf_idx)), "train_size": int(n_train), "k_rule": settings.k_rule,
-                "k_rule_value": int(k_rule_value)},
+                "k_rule_value": int(k_rule_value), "k_rule_raw": int(k_rule_raw)},
         "ensemble": {"wse_alphas": settings.wse_alphas, "ose_alphas": settings.ose_alphas, "k_max": int(k_max),
                      "distance": settings.distance, "calibration": settings.calibration,
                      "weight_rule": settings.weight_rule},
         "embedding": embedding,
         "versions": _versions(),
+        "selection": {},
         **manifest_extra,
     }
-    # 5. Hyperparameters chosen on the ID validation split; the oracle on ID test, for comparison.
-    manifest["files"] = writer.files
-    manifest["schema_version"] = 1
-    manifest["selection"] = {}
-    partial = Bundle(writer.root, manifest)
-    k_values = default_k_values(k_rule_value, k_max)
-    for mode, role in (("validation", "id_val"), ("oracle", "id_test")):
-        names = partial.split_names(role)
-        if names:
-            log(f"selecting hyperparameters on {names[0]} ({mode})")
-            sel = select(partial.split_data(names[0]), settings.wse_alphas, settings.ose_alphas, k_values,
-                         settings.weight_rule, settings.distance, settings.calibration)
-            manifest["selection"][mode] = sel.to_json()
-    writer.finalize(manifest)
-    return open_bundle(out_dir)

@@ -2,38 +2,44 @@
 
 Each stage is keyed by the content of its inputs (weights, class names, templates,
 preprocessing, the dataset's sample list, the settings) and cached under
-`<out>/cache/`; re-running with unchanged inputs recomputes nothing, and a changed
-input recomputes exactly the stages downstream of it.
+`<out>/cache/` (fine-tuning under `<out>/checkpoints/`); re-running with unchanged
+inputs recomputes nothing, a changed input recomputes exactly the stages that read
+it, and a run killed at any point resumes where it stopped. `<out>/stages.json`
+records what the last run computed and what it reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import hashlib
+import errno
+import fcntl
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from precompute.assemble import AssembleSettings, Extracted, assemble
+from precompute.assemble import AssembleSettings, Extracted, StageCache, array_digest, assemble, content_key
 from precompute.config import Config
 from precompute.sources import build_datasets, resolve_classnames
-from vrf_core.bundle import MANIFEST, Bundle, atomic_save_npy, atomic_write_json, open_bundle
-from vrf_core.data import ImageSet
+from vrf_core.bundle import Bundle, BundleError, atomic_write_json, kill_point, open_bundle
+from vrf_core.data import ImageSet, scan_images
 from vrf_core.devices import pick_device
 from vrf_core.distributed import barrier, init_distributed, is_main, world_size
 from vrf_core.extract import extract, jpeg_thumbnail
 from vrf_core.finetune import finetune
 from vrf_core.models import (
     ImageClassifier,
+    ModelError,
     load_classifier_weights,
     load_clip,
     load_weights,
     preprocess_description,
-    save_weights,
     state_dict_sha256,
 )
 from vrf_core.progress import log
@@ -41,48 +47,90 @@ from vrf_core.wse import interpolate_state_dicts
 from vrf_core.zeroshot import resolve_templates, zero_shot_head
 
 
-def content_key(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\x1e")
-    return h.hexdigest()
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """One run per output folder: a second one would interleave its writes with ours. A POSIX record lock
+    belongs to the process alone (forked data-loader workers do not inherit it) and dies with it, even
+    under SIGKILL, so a crashed run never blocks the next."""
+    if not is_main():
+        yield
+        return
+    with open(out / ".lock", "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            f.seek(0)
+            raise BundleError(f"{out}: another precompute run (pid {f.read().strip() or '?'}) is using this folder; "
+                              "wait for it to finish, or set run.out to another folder") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
 
 
-def _zs_head(cfg: Config, clip, classnames, templates, device, cache: Path) -> tuple[torch.Tensor, str]:
+def _pack_thumbs(thumbs: list[bytes]) -> dict[str, np.ndarray]:
+    return {"thumb_lengths": np.array([len(t) for t in thumbs], np.int64),
+            "thumb_bytes": np.frombuffer(b"".join(thumbs), np.uint8)}
+
+
+def _unpack_thumbs(arrays: dict) -> list[bytes]:
+    blob, ends = np.asarray(arrays["thumb_bytes"]).tobytes(), np.cumsum(arrays["thumb_lengths"])
+    return [blob[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]).astype(int), ends)]
+
+
+def _scan(stages: StageCache, workers: int):
+    def scan(name: str, images: ImageSet) -> list[tuple[str, str]]:
+        def compute() -> dict[str, np.ndarray]:
+            bad = scan_images(images, workers)
+            return {"refs": np.array([r for r, _ in bad], dtype=str), "reasons": np.array([w for _, w in bad], str)}
+
+        found = stages.get(f"scan/{name}", content_key("scan", images.files_key()), compute)
+        return list(zip(found["refs"].tolist(), found["reasons"].tolist()))
+
+    return scan
+
+
+def _zs_head(clip, classnames, templates, device, stages: StageCache) -> tuple[torch.Tensor, str]:
     key = content_key("zs_head", clip.weights_sha256, classnames, templates)
-    path = cache / f"zs_head-{key[:16]}.safetensors"
-    if path.is_file():
-        return load_weights(path)["head"], key
-    log(f"zero-shot head: {len(classnames)} classes x {len(templates)} templates")
-    head = zero_shot_head(clip.model, clip.tokenizer, classnames, templates, device)
+
+    def compute() -> dict[str, np.ndarray]:
+        log(f"zero-shot head: {len(classnames)} classes x {len(templates)} templates")
+        return {"head": zero_shot_head(clip.model, clip.tokenizer, classnames, templates, device).numpy()}
+
     if is_main():
-        save_weights({"head": head}, path)
+        stages.get("zs_head", key, compute)
     barrier()
-    return head, key
+    return torch.from_numpy(np.array(stages.load("zs_head", key)["head"])), key
 
 
 def _finetuned(cfg: Config, zs: ImageClassifier, head_key: str, train: ImageSet, val: ImageSet, clip,
-               device, out: Path) -> tuple[ImageClassifier, dict]:
+               device, out: Path, stages: StageCache) -> tuple[ImageClassifier, dict]:
     ft = copy.deepcopy(zs)
     if cfg.finetune.checkpoint:
         path = cfg.resolve(cfg.finetune.checkpoint)
+        if not path.is_file():
+            raise ModelError(f"finetune.checkpoint {path} does not exist; fix the path in [finetune]")
         load_classifier_weights(ft, path)
         return ft, {"checkpoint": str(path)}
     settings = {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in ("checkpoint", "workers")}
     key = content_key("finetune", head_key, train.fingerprint(), val.fingerprint(), settings,
-                      preprocess_description(clip.preprocess_train), world_size())
+                      preprocess_description(clip.preprocess_train), preprocess_description(clip.preprocess_eval),
+                      world_size())
     ckpt_dir = out / "checkpoints" / f"ft-{key[:16]}"
     final = ckpt_dir / "final.safetensors"
     if final.is_file():
         log(f"fine-tuned weights up to date: {final}")
-        ft.load_state_dict(load_weights(final))
-        history = json.loads(_metadata(final).get("json", "{}")).get("history", [])
+        stages.note("finetune", key, "reused")
     else:
+        resuming = (ckpt_dir / "train_state.pt").is_file()
         log(f"fine-tuning ({cfg.finetune.mode}) on {len(train)} images, validating on {len(val)}")
-        history = finetune(ft, train, val, clip.preprocess_train, clip.preprocess_eval, cfg.finetune, ckpt_dir,
-                           device)
-        ft.load_state_dict(load_weights(final))
+        t0 = time.perf_counter()
+        finetune(ft, train, val, clip.preprocess_train, clip.preprocess_eval, cfg.finetune, ckpt_dir, device)
+        stages.note("finetune", key, "resumed" if resuming else "computed", time.perf_counter() - t0)
+    ft.load_state_dict(load_weights(final))
+    history = json.loads(_metadata(final).get("json", "{}")).get("history", [])
     return ft, {"settings": settings, "checkpoint": str(final.relative_to(out)), "history": history}
 
 
@@ -93,53 +141,91 @@ def _metadata(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def _extract_split(name: str, role: str, images: ImageSet, models: dict, cfg: Config, clip, device,
-                   cache: Path, model_key: str) -> dict:
-    """Cached extraction of one split; returns its arrays (memory-mapped from the cache)."""
+def _check_outputs(split: str, images: ImageSet, model: str, arrays: dict[str, np.ndarray]) -> None:
+    """NaN or infinite outputs are a broken model (or an fp16 overflow), never data to cache."""
+    for what, arr in arrays.items():
+        if not np.issubdtype(arr.dtype, np.floating):
+            continue
+        rows = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))
+        if len(rows):
+            examples = ", ".join(images.refs[i] for i in rows[:3])
+            raise ModelError(
+                f"model {model!r} gave NaN or infinite {what.split('_')[0]} for {len(rows)} of {len(arr)} images "
+                f"of split {split!r} (e.g. {examples}); its weights may be corrupt (check [model] and "
+                "finetune.checkpoint) or half precision overflowed (set model.precision = \"fp32\")")
+
+
+def _extract_split(name: str, role: str, images: ImageSet, models: dict[str, tuple[ImageClassifier, str]],
+                   cfg: Config, clip, device, stages: StageCache) -> tuple[dict, dict]:
+    """Cached extraction of one split, one stage per model (and one for thumbnails), all missing ones
+    in a single pass over the images. Returns the arrays (memory-mapped from the cache) and the keys."""
     is_train = role == "id_train"
-    key = content_key("extract", model_key, images.fingerprint(), preprocess_description(clip.preprocess_eval),
-                      0 if is_train else cfg.bundle.thumb_size, is_train, cfg.model.precision)
-    folder = cache / "extract" / f"{name}-{key[:16]}"
-    done = folder / "done.json"
-    if not done.is_file():
-        use = {"zs": models["zs"], "ft": models["ft"]} if is_train else models
-        arrays = extract(use, images, clip.preprocess_eval, features_of=("ft",) if is_train else ("zs", "ft"),
+    data_key = content_key(images.fingerprint(), preprocess_description(clip.preprocess_eval), cfg.model.precision)
+    keys = {m: content_key("extract", data_key, model_key, is_train) for m, (_, model_key) in models.items()}
+    thumb_size = 0 if is_train else cfg.bundle.thumb_size
+    if thumb_size:
+        keys["thumbs"] = content_key("thumbs", images.files_key(), thumb_size)
+    stage = {part: f"extract/{name}/{part}" for part in keys}
+    missing = [part for part in keys if not stages.has(stage[part], keys[part])]
+    for part in keys:
+        if part not in missing:
+            stages.note(stage[part], keys[part], "reused")
+    if missing:
+        todo = {m: models[m][0] for m in missing if m != "thumbs"}
+        shards = stages.root / "extract" / name / ".shards"
+        t0 = time.perf_counter()
+        arrays = extract(todo, images, clip.preprocess_eval, features_of=("ft",) if is_train else ("zs", "ft"),
                          preds_only=is_train, batch_size=cfg.run.batch_size, workers=cfg.run.workers,
-                         thumb_size=0 if is_train else cfg.bundle.thumb_size, device=device,
-                         precision=cfg.model.precision, desc=f"extract {name} ({len(use)} models)",
-                         shard_dir=folder / "shards")
+                         thumb_size=thumb_size if "thumbs" in missing else 0, device=device,
+                         precision=cfg.model.precision, desc=f"extract {name} ({', '.join(missing)})",
+                         shard_dir=shards)
         if is_main():
-            for k, v in arrays.items():
-                if k == "thumbs":
-                    if v:
-                        atomic_save_npy(folder / "thumb_lengths.npy", np.array([len(t) for t in v], np.int64))
-                        atomic_save_npy(folder / "thumb_bytes.npy", np.frombuffer(b"".join(v), np.uint8))
+            seconds = (time.perf_counter() - t0) / len(missing)
+            for part in missing:
+                if part == "thumbs":
+                    out = _pack_thumbs(arrays["thumbs"])
                 else:
-                    atomic_save_npy(folder / f"{k}.npy", v)
-            shutil.rmtree(folder / "shards", ignore_errors=True)
-            atomic_write_json(done, {"key": key, "n": len(images)})
+                    out = {k: arrays[k] for k in (f"features_{part}", f"logits_{part}", f"preds_{part}")
+                           if k in arrays}
+                    _check_outputs(name, images, part, out)
+                stages.put(stage[part], keys[part], out)
+                stages.note(stage[part], keys[part], "computed", seconds)
+                kill_point(f"extract-publish:{name}")
+            shutil.rmtree(shards, ignore_errors=True)
         barrier()
-    out = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in folder.glob("*.npy")}
-    if "thumb_bytes" in out:
-        blob, ends = out.pop("thumb_bytes").tobytes(), np.cumsum(out.pop("thumb_lengths"))
-        out["thumbs"] = [blob[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]), ends)]
-    out["key"] = key
-    return out
+    out: dict = {"labels": images.labels}
+    for part in keys:
+        loaded = stages.load(stage[part], keys[part])
+        if part == "thumbs":
+            out["thumbs"] = _unpack_thumbs(loaded)
+        else:
+            out.update(loaded)
+    return out, keys
 
 
 def run(cfg: Config) -> Bundle | None:
     """The whole pipeline; returns the bundle on rank 0 (None on other torchrun ranks)."""
     init_distributed()
+    out = cfg.resolve(cfg.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = StageCache(out / "cache")
+    with exclusive(out):
+        try:
+            return _run(cfg, out, stages)
+        finally:
+            if is_main():
+                atomic_write_json(out / "stages.json", {"run": cfg.run.name, "stages": stages.record})
+
+
+def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
     device = pick_device(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
-    out = cfg.resolve(cfg.run.out)
-    cache = out / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
     log(f"run {cfg.run.name!r} -> {out} on {device} ({world_size()} process(es))")
 
     classnames = resolve_classnames(cfg.classes.names, cfg.base_dir)
     templates = resolve_templates(cfg.classes.templates, cfg.base_dir)
-    train, val, evals = build_datasets(cfg, classnames)
+    train, val, evals, skipped = build_datasets(cfg, classnames, _scan(stages, cfg.run.workers),
+                                                out / "unreadable.txt")
     for split, (_, images) in evals.items():
         if images.projection is not None:
             images.projection.check(len(classnames), f"data {split}")
@@ -148,25 +234,27 @@ def run(cfg: Config) -> Bundle | None:
     pretrained = str(cfg.resolve(cfg.model.pretrained)) if cfg.model.pretrained and (
         cfg.resolve(cfg.model.pretrained).exists()) else cfg.model.pretrained
     clip = load_clip(cfg.model.name, pretrained, device)
-    head, head_key = _zs_head(cfg, clip, classnames, templates, device, cache)
+    head, head_key = _zs_head(clip, classnames, templates, device, stages)
     zs = ImageClassifier(clip.model.visual, head).to(device)
     zs_state = {k: v.detach().clone() for k, v in zs.state_dict().items()}
-    ft, ft_info = _finetuned(cfg, zs, head_key, train, val, clip, device, out)
+    ft, ft_info = _finetuned(cfg, zs, head_key, train, val, clip, device, out, stages)
     ft_state = ft.state_dict()
     ft_sha = state_dict_sha256(ft_state)
 
-    models: dict[str, ImageClassifier] = {"zs": zs, "ft": ft}
+    # Each model's content key: what its extraction outputs depend on.
+    models: dict[str, tuple[ImageClassifier, str]] = {"zs": (zs, head_key), "ft": (ft, ft_sha)}
     alphas = [float(a) for a in cfg.ensemble.wse_alphas]
     for a in alphas:
         if 0.0 < a < 1.0:
             m = copy.deepcopy(zs)
             m.load_state_dict(interpolate_state_dicts(zs_state, ft_state, a))
-            models[f"wse_{a}"] = m
-    model_key = content_key(head_key, ft_sha, alphas)
+            models[f"wse_{a}"] = (m, content_key("wse", head_key, ft_sha, a))
 
-    ex_train = _extract_split("train", "id_train", train, models, cfg, clip, device, cache, model_key)
-    ex_evals = {s: _extract_split(s, role, images, models, cfg, clip, device, cache, model_key)
-                for s, (role, images) in evals.items()}
+    ex_train, train_keys = _extract_split("train", "id_train", train, {m: models[m] for m in ("zs", "ft")}, cfg,
+                                          clip, device, stages)
+    ex_evals, eval_keys = {}, {}
+    for s, (role, images) in evals.items():
+        ex_evals[s], eval_keys[s] = _extract_split(s, role, images, models, cfg, clip, device, stages)
     if not is_main():
         return None
 
@@ -176,16 +264,17 @@ def run(cfg: Config) -> Bundle | None:
         weight_rule=cfg.ensemble.weight_rule, knn_backend=cfg.ensemble.knn_backend,
         train_sample=cfg.bundle.train_sample, umap=cfg.bundle.umap, umap_max_points=cfg.bundle.umap_max_points,
         umap_neighbors=cfg.bundle.umap_neighbors, seed=cfg.run.seed)
-    assemble_key = content_key("assemble", ex_train["key"], {s: e["key"] for s, e in ex_evals.items()},
-                               dataclasses.asdict(settings), cfg.run.name)
-    if (out / MANIFEST).is_file():
-        try:
-            existing = open_bundle(out)
-            if existing.manifest.get("assemble_key") == assemble_key:
-                log(f"bundle up to date: {out}")
-                return existing
-        except ValueError:
-            pass  # an unreadable old bundle is simply rebuilt
+    assemble_key = content_key("assemble", train_keys, eval_keys, dataclasses.asdict(settings), cfg.run.name,
+                               cfg.bundle.thumb_size, skipped, {s: images.root for s, (_, images) in evals.items()})
+    try:
+        existing = open_bundle(out)
+        if existing.manifest.get("assemble_key") == assemble_key:
+            log(f"bundle up to date: {out}")
+            stages.note("assemble", assemble_key, "reused")
+            return existing
+    except BundleError as exc:
+        if (out / "manifest.json").exists():
+            log(f"rebuilding the bundle: {exc}")
 
     def wse_logits(ex: dict) -> np.ndarray:
         per_alpha = [ex["logits_zs"] if a == 0.0 else ex["logits_ft"] if a == 1.0 else ex[f"logits_wse_{a}"]
@@ -206,7 +295,11 @@ def run(cfg: Config) -> Bundle | None:
             source={"root": images.root, **images.notes})
 
     def zsf_thumbs(idx: np.ndarray) -> list[bytes]:
-        return [jpeg_thumbnail(train.load(int(i)), cfg.bundle.thumb_size) for i in idx]
+        def compute() -> dict[str, np.ndarray]:
+            return _pack_thumbs([jpeg_thumbnail(train.load(int(i)), cfg.bundle.thumb_size) for i in idx])
+
+        key = content_key("zsf-thumbs", train.files_key(), array_digest(idx), cfg.bundle.thumb_size)
+        return _unpack_thumbs(stages.get("thumbs/zsf", key, compute))
 
     extra = {
         "classnames": classnames,
@@ -216,9 +309,13 @@ def run(cfg: Config) -> Bundle | None:
             "ft": {"name": cfg.model.name, "sha256": ft_sha, "finetune": ft_info},
         },
         "preprocessing": preprocess_description(clip.preprocess_eval),
+        "skipped_unreadable": skipped,
         "config": cfg.to_json(),
         "assemble_key": assemble_key,
     }
-    bundle = assemble(out, cfg.run.name, train_ex, eval_ex, settings, extra, zsf_thumbs)
+    t0 = time.perf_counter()
+    bundle = assemble(out, cfg.run.name, train_ex, eval_ex, settings, extra,
+                      zsf_thumbs if cfg.bundle.thumb_size else None, stages)
+    stages.note("assemble", assemble_key, "computed", time.perf_counter() - t0)
     log(f"bundle written: {out}")
     return bundle

@@ -15,11 +15,14 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from vrf_core.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -88,6 +91,7 @@ class ImageSet:
     projection: ClassProjection | None = None
     root: str = ""
     notes: dict = field(default_factory=dict)
+    _files_key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -120,28 +124,64 @@ class ImageSet:
             notes=dict(self.notes),
         )
 
-    def fingerprint(self) -> str:
-        """Content key of the sample list: refs, labels, classes, projection.
+    def without(self, refs: Sequence[str]) -> ImageSet:
+        """This set minus the samples named in `refs` (e.g. unreadable files being skipped)."""
+        drop = set(refs)
+        return self.subset([i for i, r in enumerate(self.refs) if r not in drop])
 
-        File sizes and modification times are folded in for file-backed sets, so an
-        edited image changes the key without reading every byte.
-        """
+    def files_key(self) -> str:
+        """Content key of the sample files alone: references plus, for file-backed sets, each file's size
+        and modification time (an edited image changes the key without reading every byte)."""
+        if self._files_key is None:
+            h = hashlib.sha256()
+            root = Path(self.root) if self.root else None
+            for ref in self.refs:
+                h.update(ref.encode())
+                h.update(b"\x00")
+                if root is not None and "#" not in ref:
+                    try:
+                        st = (root / ref).stat()
+                        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+                    except OSError:
+                        h.update(b"missing")
+            self._files_key = h.hexdigest()
+        return self._files_key
+
+    def fingerprint(self) -> str:
+        """Content key of the sample list: files (see `files_key`), labels, classes, projection."""
         h = hashlib.sha256()
-        h.update(self.name.encode())
         h.update("\x00".join(self.classnames).encode())
         h.update(repr(self.projection.to_json() if self.projection else None).encode())
         h.update(self.labels.tobytes())
-        root = Path(self.root) if self.root else None
-        for ref in self.refs:
-            h.update(ref.encode())
-            h.update(b"\x00")
-            if root is not None and "#" not in ref:
-                try:
-                    st = (root / ref).stat()
-                    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-                except OSError:
-                    h.update(b"missing")
+        h.update(self.files_key().encode())
         return h.hexdigest()
+
+
+def _check_decodes(images: ImageSet, i: int) -> tuple[str, str] | None:
+    ref = images.refs[i]
+    try:
+        if images.root and "#" not in ref:
+            with Image.open(Path(images.root) / ref) as im:
+                im.draft("RGB", (64, 64))  # JPEGs decode at reduced scale but still read every byte
+                im.load()
+                im.convert("RGB")
+        else:
+            images.load(i)
+    except Exception as exc:  # PIL raises many types for bad files
+        return ref, f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def scan_images(images: ImageSet, workers: int = 2, chunk: int = 2048) -> list[tuple[str, str]]:
+    """(ref, reason) of every sample that cannot be decoded (unreadable, truncated, not an image), in
+    order. One decode per image, `workers` threads (PIL releases the GIL while decoding)."""
+    bad: list[tuple[str, str]] = []
+    starts = range(0, len(images), chunk)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start in progress(starts, desc=f"scan {images.name}", total=len(starts)):
+            idx = range(start, min(start + chunk, len(images)))
+            bad += [r for r in pool.map(lambda i: _check_decodes(images, i), idx) if r is not None]
+    return bad
 
 
 def open_rgb(path: str | Path, crop_border: int = 0) -> Image.Image:

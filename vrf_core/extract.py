@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vrf_core.bundle import atomic_save_npy
+from vrf_core.bundle import atomic_save_npy, kill_point
 from vrf_core.data import ImageSet
 from vrf_core.devices import autocast
 from vrf_core.distributed import barrier, is_main, rank, shard, world_size
@@ -89,6 +89,7 @@ def extract(models: dict[str, ImageClassifier], images: ImageSet, transform: Cal
                     out.setdefault(f"preds_{name}", []).append(logits.argmax(1).cpu().numpy())
                 else:
                     out.setdefault(f"logits_{name}", []).append(logits.float().cpu().numpy())
+        kill_point(f"extract-batch:{images.name}")
     arrays = {k: (v if k == "thumbs" else np.concatenate(v) if v else np.zeros(0)) for k, v in out.items()}
     if world_size() == 1:
         return arrays

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from vrf_core.bundle import atomic_write_bytes
+from vrf_core.bundle import atomic_write_bytes, kill_point
 from vrf_core.data import ImageSet
 from vrf_core.devices import autocast
 from vrf_core.distributed import all_reduce_sum, barrier, init_distributed, is_main, rank, shard, world_size
-from vrf_core.models import ImageClassifier, load_weights, save_weights
+from vrf_core.models import ImageClassifier, ModelError, checkpoint_error, load_weights, save_weights
 from vrf_core.progress import log, progress
 
 
@@ -114,7 +114,10 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
     model.to(device)
     state = None
     if (ckpt_dir / "train_state.pt").is_file():
-        state = torch.load(ckpt_dir / "train_state.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(ckpt_dir / "train_state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise checkpoint_error(ckpt_dir / "train_state.pt", exc) from exc
         model.load_state_dict(load_weights(ckpt_dir / state["weights"], device))
         log(f"resuming fine-tuning from {ckpt_dir} (phase {state['phase']}, epoch {state['epoch'] + 1} done)")
     history = state["history"] if state else []
@@ -122,8 +125,10 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
     dataset = TorchImages(train, preprocess_train)
     sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=cfg.seed,
                                  drop_last=True)
+    # Workers are recreated every epoch, seeded from that epoch's seed: persistent workers would carry
+    # their random state across epochs, and a resumed run would augment differently.
     loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=True, persistent_workers=cfg.workers > 0)
+                        drop_last=True)
     steps_per_epoch = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise ValueError(f"training set of {len(train)} samples is smaller than one batch of {cfg.batch_size}")
@@ -162,6 +167,11 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
                 with autocast(device, cfg.precision):
                     _, logits = net(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise ModelError(
+                        f"fine-tuning diverged: loss {loss.item()} at {phase} epoch {epoch + 1}, step {i + 1}. "
+                        f"Lower finetune.lr (now {lr}) or set precision = \"fp32\"; the last good epoch's "
+                        f"checkpoint in {ckpt_dir} is kept, delete the folder to start over")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -172,6 +182,7 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
                 run_acc = 0.9 * run_acc + 0.1 * acc if i else acc
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+                kill_point("finetune-step")
             val_acc = evaluate_accuracy(model, val, preprocess_eval, per_rank_batch, cfg.workers, device,
                                         cfg.precision) if val is not None else float("nan")
             history.append({"phase": phase, "epoch": epoch + 1, "train_loss": run_loss, "train_acc": run_acc,
@@ -180,9 +191,12 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
                 f"val acc {val_acc:.4f}")
             if is_main():
                 _save_state(ckpt_dir, model, opt, p_idx, epoch, history)
+                kill_point("finetune-epoch")
             barrier()
         state = None
     if is_main():
         save_weights(model, ckpt_dir / "final.safetensors", {"history": history, "config": asdict(cfg)})
+        for resume_file in [ckpt_dir / "train_state.pt", *ckpt_dir.glob("model-p*-e*.safetensors")]:
+            resume_file.unlink(missing_ok=True)  # only needed to resume; final.safetensors supersedes them
     barrier()
     return history

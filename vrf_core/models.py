@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +59,18 @@ def is_checkpoint_path(pretrained: str | None) -> bool:
 
 
 def weights_key(name: str, pretrained: str | None) -> str:
-    """Content key of the base weights: file bytes for local checkpoints and local-dir
-    models, the (name, tag) pair for registry tags (their weights are immutable)."""
+    """Content key of the base weights: file bytes for local checkpoints and local-dir models (of a
+    local-dir's open_clip_config.json only `model_cfg`: its preprocessing is keyed where it is used), the
+    (name, tag) pair for registry tags (their weights are immutable)."""
     h = hashlib.sha256()
-    h.update(name.encode())
+    h.update(("local-dir" if name.startswith("local-dir:") else name).encode())  # a folder is its content
     if name.startswith("local-dir:"):
         folder = Path(name.split(":", 1)[1])
         for f in sorted(folder.glob("*")):
-            if f.is_file():
+            if f.name == "open_clip_config.json":
+                h.update(f.name.encode())
+                h.update(json.dumps(json.loads(f.read_text()).get("model_cfg"), sort_keys=True).encode())
+            elif f.is_file():
                 h.update(f.name.encode())
                 h.update(file_sha256(f).encode())
     if is_checkpoint_path(pretrained):
@@ -72,6 +78,18 @@ def weights_key(name: str, pretrained: str | None) -> str:
     else:
         h.update(str(pretrained).encode())
     return h.hexdigest()
+
+
+def checkpoint_error(path: str | Path, exc: BaseException) -> ModelError:
+    """The clear error for a checkpoint file that cannot be loaded safely."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return ModelError(
+            f"{path}: refused: the file holds pickled Python objects besides tensors, and loading it would run "
+            "code from it (checkpoints are loaded with weights_only=True). Use a plain state dict (safetensors, "
+            "or torch.save(model.state_dict())); if you trust the file, convert it once in a separate session: "
+            "torch.save(torch.load(path, weights_only=False).state_dict(), 'weights.pt')")
+    return ModelError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
+                      "is the file complete and a torch or safetensors state dict?")
 
 
 def file_sha256(path: Path) -> str:
@@ -95,13 +113,14 @@ def load_clip(name: str, pretrained: str | None = None, device: torch.device | s
     try:
         model, pre_train, pre_eval = open_clip.create_model_and_transforms(
             name, pretrained=pretrained or None, device=device, weights_only=True)
-    except RuntimeError as exc:
-        if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
-            raise ModelError(f"checkpoint {pretrained} does not match model {name!r}: {str(exc)[:300]}. "
-                             "Check [model].name against the checkpoint's architecture") from exc
-        raise
     except Exception as exc:
-        if pretrained and not is_checkpoint_path(pretrained):
+        text = str(exc)
+        if any(m in text for m in ("size mismatch", "Missing key", "Unexpected key")):
+            raise ModelError(f"checkpoint {pretrained} does not match model {name!r}: {text[:300]}. "
+                             "Check [model].name against the checkpoint's architecture") from exc
+        if is_checkpoint_path(pretrained):
+            raise checkpoint_error(pretrained, exc) from exc
+        if pretrained:
             raise ModelError(
                 f"cannot load open_clip model {name!r} with pretrained tag {pretrained!r}: {exc}. Offline? "
                 "Download the weights once and set [model].pretrained to the local file") from exc
@@ -111,8 +130,10 @@ def load_clip(name: str, pretrained: str | None = None, device: torch.device | s
 
 
 def preprocess_description(preprocess: Callable) -> dict:
-    """A JSON-able description of a torchvision transform pipeline (part of cache keys)."""
-    return {"transforms": [repr(t) for t in getattr(preprocess, "transforms", [preprocess])]}
+    """A JSON-able description of a torchvision transform pipeline (part of cache keys; memory addresses
+    in the reprs of plain functions are dropped so the key is the same in every process)."""
+    return {"transforms": [re.sub(r" at 0x[0-9a-fA-F]+", "", repr(t))
+                           for t in getattr(preprocess, "transforms", [preprocess])]}
 
 
 def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
@@ -134,10 +155,14 @@ def save_weights(module_or_sd: nn.Module | dict, path: Path, metadata: dict | No
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or a torch file, never unpickling objects (weights_only=True)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_file(str(path), device=str(device))
-    return torch.load(path, map_location=device, weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path), device=str(device))
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise checkpoint_error(path, exc) from exc
 
 
 def load_classifier_weights(classifier: ImageClassifier, path: Path) -> None:
@@ -146,7 +171,8 @@ def load_classifier_weights(classifier: ImageClassifier, path: Path) -> None:
     sd = load_weights(path)
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
-    missing, unexpected = [], []
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict of vrf_core.models.ImageClassifier")
     own = classifier.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
