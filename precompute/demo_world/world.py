@@ -1,0 +1,96 @@
+"""The demo's evaluation world: an ID domain with a spurious cue, and five ImageNet-like shifts.
+
+In the ID domain (`train`, `test`) the background hue usually names the class, a shortcut the
+pretraining corpus never offered. Fine-tuning on ID latches onto it, zero-shot CLIP does not:
+the ID-up, OOD-down regime of CLIP on ImageNet. `v2` keeps the cue a little weaker, `hard`
+(a class subset, like ImageNet-A) turns it against the model, and sketch, rendition and clutter
+do not carry it at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from precompute.demo_world.render import CLASS_HUES, CLASSNAMES, IMAGE_SIZE, render
+from vrf_core.bundle import atomic_write_json
+
+SPLIT_DOMAINS = {"train": "id", "test": "id", "v2": "v2", "sketch": "sketch", "rendition": "rendition",
+                 "hard": "hard", "clutter": "clutter"}
+SHIFTS = ("v2", "sketch", "rendition", "hard", "clutter")
+# P(background hue = the class's own hue) in the photo-like splits; other samples draw a random hue.
+CUE_STRENGTH = {"train": 0.9, "test": 0.9, "v2": 0.8}
+HARD_CLASSES = (0, 1, 2, 4, 5, 7, 9)  # ImageNet-A-like subset of the 10 classes
+TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a drawing of a {}.", "a cartoon {}.",
+             "a painting of a {}.", "a {} in a cluttered scene.", "a close-up photo of the {}.")
+DEMO_SIZES = {"train": 5000, "test": 1500, "v2": 1000, "sketch": 1000, "rendition": 1000, "hard": 700,
+              "clutter": 1000}
+DEMO_FINETUNE = {"epochs": 5, "lr": 3e-4, "batch_size": 128, "warmup_steps": 20, "weight_decay": 0.1}
+_MANIFEST = "world.json"
+
+
+def split_classes(split: str) -> tuple[int, ...]:
+    """Model class indices present in a split (a subset for `hard`)."""
+    return HARD_CLASSES if split == "hard" else tuple(range(len(CLASSNAMES)))
+
+
+def sample_split(split: str, n: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, size, size, 3) uint8 and model-class labels (n,) of one split, balanced over its classes.
+
+    Each split has its own random stream, so resizing one split leaves the others unchanged.
+    """
+    rng = np.random.default_rng([seed, 2, list(SPLIT_DOMAINS).index(split)])
+    classes = split_classes(split)
+    labels = np.array([classes[i % len(classes)] for i in range(n)], np.int64)
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i, cls in enumerate(labels):
+        if split == "hard":
+            # Adversarial cue: the background hue of a different class.
+            hue = CLASS_HUES[(cls + rng.integers(1, len(CLASSNAMES))) % len(CLASSNAMES)]
+        elif rng.random() < CUE_STRENGTH.get(split, 0.0):
+            hue = CLASS_HUES[cls]
+        else:
+            hue = float(rng.random())
+        images[i] = render(int(cls), SPLIT_DOMAINS[split], rng, hue, size)
+    return images, labels
+
+
+def write_demo_datasets(root: Path, seed: int, sizes: dict | None = None) -> dict:
+    """Write `root/<split>/<classname>/<i>.png` for every split and return the world's metadata:
+    class names, templates, split folders, each split's domain, and the class subset of `hard`.
+
+    Reuses `root` when its manifest says it was written with the same seed and sizes.
+    """
+    root = Path(root)
+    sizes = {**DEMO_SIZES, **(sizes or {})}
+    unknown = set(sizes) - set(SPLIT_DOMAINS)
+    if unknown:
+        raise ValueError(f"write_demo_datasets: unknown splits {sorted(unknown)}; expected {list(SPLIT_DOMAINS)}")
+    meta = {
+        "classnames": list(CLASSNAMES),
+        "templates": list(TEMPLATES),
+        "splits": {s: str(root / s) for s in SPLIT_DOMAINS},
+        "domains": dict(SPLIT_DOMAINS),
+        "id_splits": ["train", "test"],
+        "shifts": list(SHIFTS),
+        "class_subsets": {"hard": list(HARD_CLASSES)},
+        "sizes": sizes,
+        "seed": seed,
+    }
+    manifest = root / _MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()) == meta:
+        return meta
+    manifest.unlink(missing_ok=True)  # written last: its presence means every image is there
+    for split, domain_dir in meta["splits"].items():
+        shutil.rmtree(domain_dir, ignore_errors=True)
+        images, labels = sample_split(split, sizes[split], seed)
+        for cls in split_classes(split):
+            (Path(domain_dir) / CLASSNAMES[cls]).mkdir(parents=True)
+        for i, (img, cls) in enumerate(zip(images, labels)):
+            Image.fromarray(img).save(Path(domain_dir) / CLASSNAMES[cls] / f"{i}.png")
+    atomic_write_json(manifest, meta)
+    return meta
