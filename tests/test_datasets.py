@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import pickle
 import struct
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from suite_fixtures import JPEG, bordered_png, cifar_fixture, class_tree, dump_pickle, stl_fixture
 
 from vrf_core.data import DatasetError
 from vrf_core.datasets import CLASSNAMES, DEFAULT_VAL_HOLDOUT, LOADERS
@@ -32,26 +31,6 @@ CIFAR_NAMES = list(cifar10_classnames())
 EXTRA_IMAGES = {0: 2, 417: 3, 999: 2}  # class index -> images in the fixture (default 1)
 
 
-def _encoded(fmt: str, colour=(90, 120, 150), size=(8, 6)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-JPEG = _encoded("JPEG")
-
-
-def _class_tree(root: Path, folders: list[str], suffix: str = ".JPEG", data: bytes = JPEG) -> list[int]:
-    """root/<folder>/img_k<suffix> with EXTRA_IMAGES[j] (or 1) images for folder j; returns the counts."""
-    counts = []
-    for j, folder in enumerate(folders):
-        (root / folder).mkdir(parents=True)
-        counts.append(EXTRA_IMAGES.get(j, 1))
-        for k in range(counts[-1]):
-            (root / folder / f"img_{k}{suffix}").write_bytes(data)
-    return counts
-
-
 def _labels(counts: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(counts)), counts)
 
@@ -65,7 +44,7 @@ def _raises_with_layout(match: str, layout: str = ""):
 def imagenet_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("imagenet")
     for split in ("train", "val"):
-        _class_tree(root / split, list(imagenet_wnids()))
+        class_tree(root / split, list(imagenet_wnids()), extra=EXTRA_IMAGES)
     return root
 
 
@@ -127,7 +106,7 @@ def test_imagenet_layout_errors_name_the_structure(tmp_path, imagenet_root):
 
 def test_imagenet_v2_folders_are_class_indices(tmp_path):
     top = tmp_path / "imagenetv2-matched-frequency-format-val"
-    counts = _class_tree(top, [str(i) for i in range(1000)], ".jpeg")
+    counts = class_tree(top, [str(i) for i in range(1000)], ".jpeg", extra=EXTRA_IMAGES)
     for path in (tmp_path, top):  # the archive's parent folder or the folder itself
         ds = LOADERS["imagenet_v2"]("imagenet_v2", path, IMAGENET_NAMES)
         np.testing.assert_array_equal(ds.labels, _labels(counts))
@@ -145,7 +124,7 @@ def test_imagenet_sketch_with_or_without_the_sketch_folder(tmp_path, imagenet_ro
 @pytest.mark.parametrize("variant", ["a", "r"])
 def test_imagenet_a_and_r_project_onto_their_200_classes(tmp_path, variant):
     indices = imagenet_subset_indices(variant)
-    counts = _class_tree(tmp_path, [imagenet_wnids()[i] for i in indices], ".jpg")
+    counts = class_tree(tmp_path, [imagenet_wnids()[i] for i in indices], ".jpg", extra=EXTRA_IMAGES)
     (tmp_path / "README.txt").write_text("the real archives ship one")
     ds = LOADERS[f"imagenet_{variant}"](variant, tmp_path, IMAGENET_NAMES)
     assert ds.classnames == [IMAGENET_NAMES[i] for i in indices]
@@ -158,20 +137,11 @@ def test_imagenet_a_and_r_project_onto_their_200_classes(tmp_path, variant):
         LOADERS[f"imagenet_{variant}"](variant, tmp_path, IMAGENET_NAMES)
 
 
-def _bordered_png(border: int = 2) -> bytes:
-    im = np.zeros((10, 12, 3), np.uint8)
-    im[...] = (255, 0, 0)
-    im[border:-border, border:-border] = (0, 255, 0)
-    buf = io.BytesIO()
-    Image.fromarray(im).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_objectnet_maps_113_classes_and_crops_the_border(tmp_path):
     classes = objectnet_classes()
     images = tmp_path / "objectnet-1.0" / "images"
-    counts = _class_tree(images, [c.folder for c in classes], ".png", _bordered_png())
-    _class_tree(images, ["squeegee", "coaster"], ".png", _bordered_png())  # not in ImageNet: skipped
+    counts = class_tree(images, [c.folder for c in classes], ".png", bordered_png(), extra=EXTRA_IMAGES)
+    class_tree(images, ["squeegee", "coaster"], ".png", bordered_png())  # not in ImageNet: skipped
     (tmp_path / "objectnet-1.0" / "mappings").mkdir()
     ds = LOADERS["objectnet"]("objectnet", tmp_path, IMAGENET_NAMES)
     assert ds.classnames == [c.name for c in classes] and len(ds) == sum(counts)
@@ -196,56 +166,9 @@ def test_objectnet_maps_113_classes_and_crops_the_border(tmp_path):
 # ---------------------------------------------------------------- CIFAR-10 and STL-10
 
 
-class _Python2Pickler(pickle._Pickler):
-    """Writes bytes as Python 2 `str` opcodes (SHORT_BINSTRING / BINSTRING), as the real CIFAR files have them."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2_str(self, obj: bytes):
-        if len(obj) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-
-
-def _dump(obj, fmt) -> bytes:
-    if fmt == "py2":
-        buf = io.BytesIO()
-        _Python2Pickler(buf, protocol=2).dump(obj)
-        return buf.getvalue()
-    return pickle.dumps(obj, protocol=fmt)
-
-
-def _cifar_fixture(root: Path, fmt, per_batch: int = 3) -> tuple[dict, dict]:
-    """cifar-10-batches-py/ with real-format batches; returns {split: images (N,32,32,3)}, {split: labels}."""
-    rng = np.random.default_rng(2)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    images, labels = {"train": [], "test": []}, {"train": [], "test": []}
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for b, fname in enumerate(names):
-        split = "test" if fname == "test_batch" else "train"
-        n = per_batch + (1 if split == "test" else 0)
-        imgs = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-        labs = [int(y) for y in rng.integers(0, 10, size=n)]
-        batch = {
-            b"batch_label": f"batch {b}".encode(),
-            b"labels": labs,
-            b"data": imgs.transpose(0, 3, 1, 2).reshape(n, 3072),  # rows: 1024 R, 1024 G, 1024 B bytes
-            b"filenames": [f"img_{b}_{k}.png".encode() for k in range(n)],
-        }
-        (folder / fname).write_bytes(_dump(batch, fmt))
-        images[split].append(imgs)
-        labels[split] += labs
-    return {k: np.concatenate(v) for k, v in images.items()}, labels
-
-
 @pytest.mark.parametrize("fmt", ["py2", 3, 4])
 def test_cifar10_reads_the_python_batches(tmp_path, fmt):
-    images, labels = _cifar_fixture(tmp_path, fmt)
+    images, labels = cifar_fixture(tmp_path, fmt)
     if fmt == "py2":
         blob = (tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes()
         assert blob.startswith(b"\x80\x02}q") and b"U\x04data" in blob  # Python 2 str opcodes
@@ -260,7 +183,7 @@ def test_cifar10_reads_the_python_batches(tmp_path, fmt):
 
 
 def test_cifar10_layout_errors(tmp_path):
-    _cifar_fixture(tmp_path, "py2")
+    cifar_fixture(tmp_path, "py2")
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
     with _raises_with_layout("lacks \\['data_batch_4'\\]", "data_batch_1..data_batch_5"):
         LOADERS["cifar10"]("train", tmp_path, CIFAR_NAMES)
@@ -302,26 +225,16 @@ def test_cifar_parser_refuses_what_a_batch_never_holds():
     with pytest.raises(DatasetError, match="nested deeper"):
         parse_pickle(nested, "deep")
     many = {b"filenames": [b"f%d.png" % i for i in range(3000)], b"labels": list(range(3000))}
-    blob = _dump(many, "py2")
+    blob = dump_pickle(many, "py2")
     assert pickle.LONG_BINPUT in blob  # memo indices past 255
     assert parse_pickle(blob, "big") == many
     arr = np.arange(12, dtype=">i4").reshape(3, 4)
     np.testing.assert_array_equal(parse_pickle(pickle.dumps({"a": arr}, protocol=4), "ok")["a"], arr)
 
 
-def _stl_fixture(root: Path, split: str, stl_labels: list[int]) -> np.ndarray:
-    images = np.random.default_rng(3).integers(0, 256, size=(len(stl_labels), 96, 96, 3), dtype=np.uint8)
-    folder = root / "stl10_binary"
-    folder.mkdir(parents=True, exist_ok=True)
-    # The official format: each image stored column-major as 3x96x96, i.e. axes (channel, x, y).
-    (folder / f"{split}_X.bin").write_bytes(images.transpose(0, 3, 2, 1).tobytes())
-    (folder / f"{split}_y.bin").write_bytes(bytes(stl_labels))
-    return images
-
-
 def test_stl10_drops_monkey_and_maps_to_cifar_classes(tmp_path):
     stl_labels = [1, 2, 3, 8, 4, 5, 6, 7, 8, 9, 10]  # 8 is "monkey"
-    images = _stl_fixture(tmp_path, "test", stl_labels)
+    images = stl_fixture(tmp_path, "test", stl_labels)
     ds = LOADERS["stl10"]("stl10", tmp_path, CIFAR_NAMES)
     keep = [i for i, y in enumerate(stl_labels) if y != 8]
     stl_names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
@@ -339,7 +252,7 @@ def test_stl10_drops_monkey_and_maps_to_cifar_classes(tmp_path):
 def test_stl10_layout_errors(tmp_path):
     with _raises_with_layout("lacks \\['test_X.bin', 'test_y.bin'\\]", "stl10_binary/"):
         LOADERS["stl10"]("stl10", tmp_path, CIFAR_NAMES)
-    _stl_fixture(tmp_path, "train", [1, 2, 3])
+    stl_fixture(tmp_path, "train", [1, 2, 3])
     (tmp_path / "stl10_binary" / "train_y.bin").write_bytes(bytes([1, 2, 3, 4]))
     with _raises_with_layout("expected 4 images"):
         LOADERS["stl10"]("stl10", tmp_path / "stl10_binary", CIFAR_NAMES, split="train")
@@ -367,7 +280,7 @@ def test_entity30_errors(tmp_path, imagenet_root):
     with pytest.raises(DatasetError, match="subpopulation = 'ood'"):
         LOADERS["entity30"]("entity30", imagenet_root, names, subpopulation="ood")
     wnid = entity30_superclasses()[3].target[1]
-    _class_tree(tmp_path / "train", [w for s in entity30_superclasses() for w in s.target if w != wnid])
+    class_tree(tmp_path / "train", [w for s in entity30_superclasses() for w in s.target if w != wnid])
     with _raises_with_layout(f"1 Entity-30 target subclasses are missing.*{wnid}", "an ImageNet root"):
         LOADERS["entity30"]("entity30", tmp_path, names, subpopulation="target")
 
