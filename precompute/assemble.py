@@ -218,12 +218,16 @@ def check_zsf_size(n_zsf: int, n_train: int, settings: AssembleSettings, zs_acc:
             f"the fine-tuned model and wrong by the zero-shot one (training accuracy: fine-tuned {ft_acc:.3f}, "
             f"zero-shot {zs_acc:.3f}). Check that finetune.checkpoint is a model fine-tuned on this training set, "
             "or fine-tune longer (finetune.epochs)")
-    k = settings.k_rule if isinstance(settings.k_rule, (int, np.integer)) else 1
-    if n_zsf < k + 1:
+    if n_zsf < 2:
         raise AssembleError(
-            f"the zero-shot failure set has {n_zsf} member(s), fewer than k + 1 = {k + 1} (ensemble.k_rule = {k}; "
-            "each member is measured against the others). Set ensemble.k_rule below "
-            f"{max(n_zsf, 1)}, use the 'reference' or 'paper' rule, or use more training data")
+            "the zero-shot failure set has a single member; at least 2 are needed (each member is measured "
+            "against the others). Fine-tune longer (finetune.epochs) or use more training data")
+    k = settings.k_rule
+    if isinstance(k, (int, np.integer)) and n_zsf < k + 1:
+        raise AssembleError(
+            f"the zero-shot failure set has {n_zsf} members, fewer than k + 1 = {k + 1} (ensemble.k_rule = {k}; "
+            f"each member is measured against the others). Set ensemble.k_rule below {n_zsf}, use the "
+            "'reference' or 'paper' rule, or use more training data")
 
 
 def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],

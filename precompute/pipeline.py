@@ -144,9 +144,10 @@ def _metadata(path: Path) -> dict:
 def _check_outputs(split: str, images: ImageSet, model: str, arrays: dict[str, np.ndarray]) -> None:
     """NaN or infinite outputs are a broken model (or an fp16 overflow), never data to cache."""
     for what, arr in arrays.items():
-        if not np.issubdtype(arr.dtype, np.floating):
-            continue
-        rows = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))
+        if what.startswith("preds_"):
+            rows, what = np.flatnonzero(arr < 0), "logits"  # extract marks non-finite logits with -1
+        else:
+            rows = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))
         if len(rows):
             examples = ", ".join(images.refs[i] for i in rows[:3])
             raise ModelError(
@@ -214,7 +215,8 @@ def run(cfg: Config) -> Bundle | None:
             return _run(cfg, out, stages)
         finally:
             if is_main():
-                atomic_write_json(out / "stages.json", {"run": cfg.run.name, "stages": stages.record})
+                with contextlib.suppress(OSError, BundleError):  # a record of the run: never mask its own error
+                    atomic_write_json(out / "stages.json", {"run": cfg.run.name, "stages": stages.record})
 
 
 def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:

@@ -62,7 +62,8 @@ def extract(models: dict[str, ImageClassifier], images: ImageSet, transform: Cal
             device: torch.device | str = "cpu", precision: str = "auto", desc: str = "extract",
             shard_dir: Path | None = None) -> dict[str, np.ndarray | list]:
     """Returns arrays keyed `features_<m>` (N, D) float16, `logits_<m>` (N, C) float32 (or
-    `preds_<m>` (N,) int64 with preds_only), `labels` (N,), and `thumbs` (list of JPEG bytes).
+    `preds_<m>` (N,) int64 with preds_only: -1 where the logits are not finite), `labels` (N,), and
+    `thumbs` (list of JPEG bytes).
 
     Several processes (torchrun): pass a `shard_dir` shared by all of them; the full arrays are
     returned on rank 0 and an empty dict elsewhere.
@@ -86,7 +87,8 @@ def extract(models: dict[str, ImageClassifier], images: ImageSet, transform: Cal
                 out.setdefault(f"features_{name}", []).append(feats.float().cpu().numpy().astype(np.float16))
             if name in logits_of:
                 if preds_only:
-                    out.setdefault(f"preds_{name}", []).append(logits.argmax(1).cpu().numpy())
+                    preds = torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1)
+                    out.setdefault(f"preds_{name}", []).append(preds.cpu().numpy())
                 else:
                     out.setdefault(f"logits_{name}", []).append(logits.float().cpu().numpy())
         kill_point(f"extract-batch:{images.name}")

@@ -110,6 +110,9 @@ def load_clip(name: str, pretrained: str | None = None, device: torch.device | s
         raise ModelError(f"checkpoint {pretrained} does not exist; fix [model].pretrained in the config")
     if name.startswith("local-dir:") and not Path(name.split(":", 1)[1]).is_dir():
         raise ModelError(f"model folder {name.split(':', 1)[1]} does not exist; fix [model].name in the config")
+    if name.startswith(("local-dir:", "hf-hub:")) and pretrained:
+        raise ModelError(f"[model].pretrained = {pretrained!r} would be ignored: a {name.split(':')[0]!r} model "
+                         "carries its own weights. Remove [model].pretrained, or name an architecture in [model].name")
     try:
         model, pre_train, pre_eval = open_clip.create_model_and_transforms(
             name, pretrained=pretrained or None, device=device, weights_only=True)
