@@ -36,9 +36,13 @@ def _faiss_search(queries: np.ndarray, base: np.ndarray, k: int, threads: int | 
 
 
 def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, device: str,
-                  query_chunk: int = 8192, base_chunk: int = 262144) -> tuple[np.ndarray, np.ndarray]:
+                  query_chunk: int = 8192, base_chunk: int = 262144,
+                  cpu_block: int = 2**26) -> tuple[np.ndarray, np.ndarray]:
     """Matmul + top-k, chunked over queries and over the base (a base larger than
-    device memory is streamed in shards and the per-shard top-k merged)."""
+    device memory is streamed in shards and the per-shard top-k merged). On the CPU
+    a block of scores holds at most `cpu_block` floats (256 MiB)."""
+    if device == "cpu":
+        query_chunk = max(1, min(query_chunk, cpu_block // max(1, min(len(base), base_chunk))))
     sims_out = np.empty((len(queries), k), dtype=np.float32)
     idx_out = np.empty((len(queries), k), dtype=np.int64)
     dtype = torch.float32
@@ -71,8 +75,9 @@ def knn_sqdist(queries: np.ndarray, base: np.ndarray, k_max: int, backend: str =
     queries: (N, D), base: (M, D); both are L2-normalised here.
     exclude_self: the queries are the base itself (same order); each point's own
       match is dropped, so ZSF members are measured against the other members.
-    backend: "faiss" (CPU, exact flat or IVF), "torch" (CPU or CUDA), "auto"
-      (torch on CUDA when present, faiss otherwise).
+    backend: "faiss" (CPU, exact flat or IVF), "torch" (matmul + top-k in blocks, CPU or
+      CUDA), "auto" (torch for exact search: on 2 CPU cores it is about 5x faster than a
+      flat faiss index at k = 100, docs/benchmarks.md; faiss for IVF).
     ivf_lists > 0 selects the approximate IVF index (faiss only).
     """
     q = l2_normalize(queries)
@@ -83,7 +88,7 @@ def knn_sqdist(queries: np.ndarray, base: np.ndarray, k_max: int, backend: str =
     if k_eff < 1 or k_max < 1:
         raise ValueError(f"cannot search {k_max} neighbours in a set of {len(b)} points")
     if backend == "auto":
-        backend = "torch" if torch.cuda.is_available() else "faiss"
+        backend = "faiss" if ivf_lists else "torch"
     if backend == "faiss":
         sims, idx = _faiss_search(q, b, k_eff, threads, ivf_lists, nprobe)
     elif backend == "torch":
