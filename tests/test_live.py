@@ -51,6 +51,8 @@ def test_vrf_and_ose_equal_the_full_mixture(c, m):
     live = LiveSplit.from_split_data(split, T_ZS, T_FT, m=m)
     for params in PARAMS:
         assert_same(split, live, params)
+    np.testing.assert_array_equal(live.model_preds("zs"), split.logits_zs.argmax(1))
+    np.testing.assert_array_equal(live.model_preds("ft"), split.logits_ft.argmax(1))
     for alpha in (0.0, 0.1, 0.5, 0.9, 1.0):
         for cal in (False, True):
             t = (T_ZS, T_FT) if cal else (1.0, 1.0)
@@ -93,6 +95,7 @@ def test_ties_flat_rows_and_extreme_weights():
         np.testing.assert_array_equal(live.mixture_preds(weights), mixture_preds(split, weights, 1.0, 1.0))
     assert live.fallback_rows > 0  # the full-row path was exercised
     assert (live.mixture_preds(0.5)[:50] == 0).all()  # a flat row's argmax is class 0, as np.argmax
+    np.testing.assert_array_equal(live.model_preds("zs"), zs.argmax(1))
 
 
 @pytest.mark.parametrize("projection", [ClassProjection.subset([3, 7, 8, 20, 41, 59]),

@@ -13,8 +13,10 @@ computation's, and ties go to the smallest class index, as `np.argmax` does, so 
 predictions equal `mixture_preds` on every sample (tests/test_live.py).
 
 Usage: `live = LiveSplit.from_split_data(split, t_zs, t_ft)`, then
-`live.vrf_accuracy(params)`, `live.vrf_preds(params)`, `live.ose_accuracy(alpha, calibrated)`;
-`ose_curve` and `vrf_curve` sweep several splits at once.
+`live.vrf_accuracy(params)`, `live.vrf_preds(params)`, `live.ose_accuracy(alpha, calibrated)`,
+`live.mixture_preds(w, calibrated)` and `live.model_preds("zs" | "ft")`; `ose_curve` and
+`vrf_curve` sweep several splits at once. Building a temperature pair's tables (on first use)
+costs one pass over both models' logits; docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations
@@ -31,20 +33,22 @@ from vrf_core.weights import kth_distance, weight
 ROW_CHUNK = 256  # rows per softmax block: two float64 blocks stay in a 4 MiB L2 cache
 
 
-def _exp_rows(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """exp(z / T - max) (n, C) float64 and its row sums (n, 1), as `ensembles.softmax` forms them.
-    The max is taken before the division: z -> z / T is monotone, so it is the same number."""
-    top = np.asarray(logits.max(axis=1, keepdims=True), dtype=np.float64) / temperature
+def _exp_rows(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """exp(z / T - max) (n, C) float64 and its row sums (n, 1), as `ensembles.softmax` forms them,
+    and each row's argmax (n,). The max is taken before the division: z -> z / T is monotone,
+    so it is the same number."""
+    arg = logits.argmax(axis=1)
+    top = np.asarray(logits[np.arange(len(arg)), arg], dtype=np.float64)[:, None] / temperature
     x = np.divide(logits, temperature, dtype=np.float64)
     x -= top
     np.exp(x, out=x)
-    return x, x.sum(axis=1, keepdims=True)
+    return x, x.sum(axis=1, keepdims=True), arg
 
 
 def softmax_rows(logits: np.ndarray, temperature: float) -> np.ndarray:
     """float32 softmax of logits / T, bit-identical to `SplitData.probs` (float64 math, rows
     independent), with the temporaries reused in place. logits: (n, C) -> (n, C) float32."""
-    e, s = _exp_rows(logits, temperature)
+    e, s, _ = _exp_rows(logits, temperature)
     e /= s
     return e.astype(np.float32)
 
@@ -60,12 +64,14 @@ class _TopM:
     p_zs: np.ndarray  # (2m, N) float32
     r_ft: np.ndarray  # (N,) float32
     r_zs: np.ndarray  # (N,) float32
+    arg_ft: np.ndarray  # (N,) int64, argmax of the fine-tuned logits
+    arg_zs: np.ndarray  # (N,) int64
 
 
 def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m: int):
     """Candidates and bounds of a block of rows. Only the probabilities that are kept are divided
     out; p = float32(e / s) is monotone in e, so ranking by e ranks the probabilities."""
-    (e_ft, s_ft), (e_zs, s_zs) = _exp_rows(l_ft, t_ft), _exp_rows(l_zs, t_zs)
+    (e_ft, s_ft, arg_ft), (e_zs, s_zs, arg_zs) = _exp_rows(l_ft, t_ft), _exp_rows(l_zs, t_zs)
     c = e_ft.shape[1]
     rows = np.arange(len(e_ft))
     tops, bounds = [], []
@@ -76,17 +82,19 @@ def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m
     cand = np.concatenate(tops, axis=1)
     p_ft = (np.take_along_axis(e_ft, cand, axis=1) / s_ft).astype(np.float32)
     p_zs = (np.take_along_axis(e_zs, cand, axis=1) / s_zs).astype(np.float32)
-    return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1]
+    return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1], arg_ft, arg_zs
 
 
 def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> _TopM:
     n = len(logits_ft)
     t = _TopM(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
-              np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32))
+              np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
+              np.empty(n, np.int64), np.empty(n, np.int64))
 
     def fill(s: int) -> None:
         e = min(s + ROW_CHUNK, n)
-        t.cand[:, s:e], t.p_ft[:, s:e], t.p_zs[:, s:e], t.r_ft[s:e], t.r_zs[s:e] = _top_m_block(
+        (t.cand[:, s:e], t.p_ft[:, s:e], t.p_zs[:, s:e], t.r_ft[s:e], t.r_zs[s:e], t.arg_ft[s:e],
+         t.arg_zs[s:e]) = _top_m_block(
             logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m)
 
     # NumPy releases the GIL inside these kernels, so row blocks run in parallel threads.
@@ -162,6 +170,14 @@ class LiveSplit:
         p = w * softmax_rows(self.split.logits_ft[rows], t_ft)
         p += (1.0 - w) * softmax_rows(self.split.logits_zs[rows], t_zs)
         return p.argmax(axis=1)
+
+    def model_preds(self, model: str) -> np.ndarray:
+        """Predictions of one model alone ("zs" or "ft"): argmax of its logits, found while the
+        tables are built (no second pass over the logits)."""
+        t = self._top_m(True)
+        if t is None:
+            return np.asarray(self.split.logits_zs if model == "zs" else self.split.logits_ft).argmax(axis=1)
+        return t.arg_zs if model == "zs" else t.arg_ft
 
     def vrf_weights(self, params: VRFParams) -> np.ndarray:
         """w(x) for every sample (vrf_core.weights); the k-th distance is cached per (k, scale)."""
