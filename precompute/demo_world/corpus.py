@@ -41,10 +41,10 @@ COLOUR_NAMES = ("red", "orange", "yellow", "green", "green", "cyan", "blue", "bl
 class CorpusSpec:
     """How many pairs, in which style mix, with how much caption noise."""
 
-    size: int = 30000
+    size: int = 20000
     style_weights: tuple[tuple[str, float], ...] = (
-        ("id", 0.22), ("sketch", 0.12), ("rendition", 0.12), ("hard", 0.07), ("clutter", 0.12), ("painting", 0.08),
-        ("silhouette", 0.07), ("neon", 0.07), ("pixel", 0.07), ("pattern", 0.06))
+        ("id", 0.2), ("sketch", 0.1), ("rendition", 0.1), ("hard", 0.1), ("clutter", 0.15), ("painting", 0.07),
+        ("silhouette", 0.07), ("neon", 0.07), ("pixel", 0.07), ("pattern", 0.07))
     wrong_class: float = 0.15
     no_class: float = 0.10
 

@@ -186,11 +186,12 @@ def _shaded_fill(rng: np.random.Generator, size: int, bg_hue: float) -> np.ndarr
 
 def _photo(cls: int, rng: np.random.Generator, hue: float, size: int, v2: bool) -> np.ndarray:
     """ImageNet-like photo: gradient background in `hue`, shaded object, small pose jitter, sensor noise."""
-    scale = (0.6, 0.95) if v2 else (0.65, 1.0)
-    img = _photo_background(rng, hue, size, (0.4, 0.8) if v2 else (0.45, 0.9))
-    mask = shape_mask(cls, _pose(rng, scale, 30 if v2 else 20, 0.18 if v2 else 0.12), size)
+    # V2 re-samples the same distribution with slightly different collection parameters.
+    scale = (0.62, 0.97) if v2 else (0.65, 1.0)
+    img = _photo_background(rng, hue, size, (0.42, 0.86) if v2 else (0.45, 0.9))
+    mask = shape_mask(cls, _pose(rng, scale, 25 if v2 else 20, 0.14 if v2 else 0.12), size)
     img = _blend(img, _shaded_fill(rng, size, hue), mask)
-    return img + rng.normal(0, 0.05 if v2 else 0.035, img.shape)
+    return img + rng.normal(0, 0.045 if v2 else 0.035, img.shape)
 
 
 def _sketch(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -199,14 +200,14 @@ def _sketch(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
     pose = _pose(rng, (0.6, 0.95), 25, 0.12)
     ink = np.zeros((size, size), np.float32)
     for _ in range(rng.integers(1, 4)):
-        jitter = Pose(pose.cx + rng.normal(0, 0.012), pose.cy + rng.normal(0, 0.012), pose.scale * rng.uniform(0.97, 1.03),
-                      pose.angle + rng.normal(0, 0.04), 1.0, pose.mirror)
+        jitter = Pose(pose.cx + rng.normal(0, 0.012), pose.cy + rng.normal(0, 0.012),
+                      pose.scale * rng.uniform(0.97, 1.03), pose.angle + rng.normal(0, 0.04), 1.0, pose.mirror)
         ink = np.maximum(ink, shape_mask(cls, jitter, size, outline=1) * rng.uniform(0.5, 0.9))
     if rng.random() < 0.5:
         hatch = _stripes(rng, size, np.ones(1), np.zeros(1), rng.uniform(2.5, 4))[..., 0]
         ink = np.maximum(ink, hatch * shape_mask(cls, pose, size) * rng.uniform(0.2, 0.45))
-    grey = paper[..., 0] * (1 - ink) + rng.uniform(0.05, 0.3) * ink
-    return np.repeat(grey[..., None], 3, -1) + rng.normal(0, 0.02, (size, size, 3))
+    grey = paper[..., 0] * (1 - ink) + rng.uniform(0.05, 0.3) * ink + rng.normal(0, 0.02, (size, size))
+    return np.repeat(grey[..., None], 3, -1)
 
 
 def _rendition(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -233,7 +234,7 @@ def _rendition(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
 def _hard(cls: int, rng: np.random.Generator, hue: float, size: int) -> np.ndarray:
     """ImageNet-A-like: a photo with heavy occlusion, a confusing textured object and a cluttered textured scene."""
     img = _photo_background(rng, hue, size, (0.4, 0.85))
-    for _ in range(rng.integers(3, 7)):
+    for _ in range(rng.integers(2, 6)):
         frag = _pose(rng, (0.3, 0.6), 180, 0.45)
         other = int(rng.integers(0, len(CLASSNAMES)))
         img = _blend(img, hsv(hue + rng.uniform(-0.08, 0.08), 0.6, rng.uniform(0.2, 1.0)),
@@ -242,7 +243,7 @@ def _hard(cls: int, rng: np.random.Generator, hue: float, size: int) -> np.ndarr
     a, b = hsv(hue + rng.uniform(0.3, 0.7), 0.7, rng.uniform(0.6, 1)), hsv(hue, 0.6, rng.uniform(0.2, 0.6))
     img = _blend(img, _stripes(rng, size, a, b, rng.uniform(3, 6)), shape_mask(cls, pose, size))
     for _ in range(rng.integers(1, 3)):
-        w, h = rng.uniform(0.2, 0.45, 2) * size
+        w, h = rng.uniform(0.15, 0.4, 2) * size
         x, y = rng.uniform(pose.cx - 0.2, pose.cx + 0.2) * size + size / 2, rng.uniform(-0.3, 0.3) * size + size / 2
         box = np.zeros((size, size), np.float32)
         box[int(max(0, y - h / 2)):int(y + h / 2), int(max(0, x - w / 2)):int(x + w / 2)] = 1
@@ -261,13 +262,13 @@ def _clutter(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
         img = np.where((_grid(size)[0] > rng.integers(size // 3, 2 * size // 3))[..., None], a, b)
     else:
         img = a + 0.35 * _smooth_noise(rng, size, 8, 3)
-    for _ in range(rng.integers(3, 8)):
+    for _ in range(rng.integers(2, 7)):
         box = np.zeros((size, size), np.float32)
         x, y = rng.integers(0, size, 2)
         w, h = rng.integers(1, 5, 2)
         box[y:y + h, x:x + w] = 1
         img = _blend(img, hsv(rng.random(), rng.uniform(0.3, 1), rng.uniform(0.2, 1)), box)
-    pose = _pose(rng, (0.55, 0.85), 180, 0.2, squash=(0.65, 1.0))
+    pose = _pose(rng, (0.6, 0.9), 120, 0.15, squash=(0.7, 1.0))
     fill = hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.2, 1.0))
     img = _blend(img, _gradient(rng, size, fill * 1.2, fill * 0.6), shape_mask(cls, pose, size))
     return img + rng.normal(0, 0.04, img.shape)

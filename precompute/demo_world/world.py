@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from precompute.demo_world.digest import source_digest
 from precompute.demo_world.render import CLASS_HUES, CLASSNAMES, IMAGE_SIZE, render
 from vrf_core.bundle import atomic_write_json
 
@@ -63,7 +64,7 @@ def write_demo_datasets(root: Path, seed: int, sizes: dict | None = None) -> dic
     """Write `root/<split>/<classname>/<i>.png` for every split and return the world's metadata:
     class names, templates, split folders, each split's domain, and the class subset of `hard`.
 
-    Reuses `root` when its manifest says it was written with the same seed and sizes.
+    Reuses `root` when its manifest says it was written with the same seed, sizes and generating code.
     """
     root = Path(root)
     sizes = {**DEMO_SIZES, **(sizes or {})}
@@ -80,6 +81,7 @@ def write_demo_datasets(root: Path, seed: int, sizes: dict | None = None) -> dic
         "class_subsets": {"hard": list(HARD_CLASSES)},
         "sizes": sizes,
         "seed": seed,
+        "code": source_digest("render.py", "world.py"),
     }
     manifest = root / _MANIFEST
     if manifest.is_file() and json.loads(manifest.read_text()) == meta:
