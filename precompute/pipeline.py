@@ -86,7 +86,11 @@ def _scan(stages: StageCache, workers: int):
             bad = scan_images(images, workers)
             return {"refs": np.array([r for r, _ in bad], dtype=str), "reasons": np.array([w for _, w in bad], str)}
 
-        found = stages.get(f"scan/{name}", content_key("scan", images.files_key()), compute)
+        key = content_key("scan", images.files_key())
+        if is_main():
+            stages.get(f"scan/{name}", key, compute)
+        barrier()
+        found = stages.load(f"scan/{name}", key)
         return list(zip(found["refs"].tolist(), found["reasons"].tolist()))
 
     return scan
