@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -275,11 +276,10 @@ def main() -> int:
             results = asyncio.run(drive_sessions(f"http://127.0.0.1:{port}", args.sessions, args.seconds))
         finally:
             server.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server.kill()  # a no-op once it has exited
+            server.wait()
         report = summary(results, args.sessions, args.seconds, log_path)
     print(f"{report['sessions']} sessions for {report['elapsed_s']} s: {report['updates']} updates, "
           f"{report['errors']} errors ({report['cpus']} CPUs)")
