@@ -117,9 +117,9 @@ def load_clip(name: str, pretrained: str | None = None, device: torch.device | s
         model, pre_train, pre_eval = open_clip.create_model_and_transforms(
             name, pretrained=pretrained or None, device=device, weights_only=True)
     except Exception as exc:
-        text = str(exc)
+        text = " ".join(str(exc).split())
         if any(m in text for m in ("size mismatch", "Missing key", "Unexpected key")):
-            raise ModelError(f"checkpoint {pretrained} does not match model {name!r}: {text[:300]}. "
+            raise ModelError(f"checkpoint {pretrained} does not match model {name!r}: {text[:300].rstrip('.')}. "
                              "Check [model].name against the checkpoint's architecture") from exc
         if is_checkpoint_path(pretrained):
             raise checkpoint_error(pretrained, exc) from exc
@@ -142,10 +142,10 @@ def preprocess_description(preprocess: Callable) -> dict:
 def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(sd):
-        t = sd[k].detach().cpu().contiguous()
+        t = sd[k].detach().cpu().contiguous().reshape(-1)  # 1-D: a 0-d tensor cannot be viewed as bytes
         h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(f"{t.dtype}{tuple(sd[k].shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
