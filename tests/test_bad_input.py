@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from tiny import CLASSES, draw, tiny_config, tiny_local_dir
@@ -169,8 +170,16 @@ def test_a_checkpoint_that_does_not_match_the_model(world, capsys, tmp_path):
     msg = fails(world, capsys, "mismatch", with_checkpoint(tmp_path / "other.safetensors"))
     assert "other.safetensors: not a fine-tuned checkpoint of this model" in msg and "head.weight" in msg
     # A CLIP checkpoint for another architecture, and a `pretrained` that a local-dir model would ignore.
+    cfg = json.loads((model_dir / "open_clip_config.json").read_text())["model_cfg"]
+    (tmp_path / "badarch.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "badarch.json")
+    clip_sd = load_clip(f"local-dir:{model_dir}").model.state_dict()
+    clip_sd["visual.proj"] = torch.zeros(3, 3)
+    save_weights(clip_sd, tmp_path / "clip.safetensors")
+    with pytest.raises(ModelError, match=r"clip.safetensors does not match model 'badarch'.*visual.proj"):
+        load_clip("badarch", str(tmp_path / "clip.safetensors"))
     with pytest.raises(ModelError, match="would be ignored"):
-        load_clip(f"local-dir:{model_dir}", str(tmp_path / "other.safetensors"))
+        load_clip(f"local-dir:{model_dir}", str(tmp_path / "clip.safetensors"))
 
 
 @pytest.mark.parametrize("where,what", [("visual.proj", "features"), ("head.weight", "logits")])
