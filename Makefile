@@ -25,7 +25,8 @@ demo: demo-bundle dashboard
 dashboard: venv
 	@echo "Dashboard: http://localhost:$(PORT)  (Ctrl-C to stop)"
 	$(PY) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT) \
-		--server.address 127.0.0.1 --browser.gatherUsageStats false -- --bundles $(BUNDLES)
+		--server.address 127.0.0.1 --browser.gatherUsageStats false --client.toolbarMode viewer \
+		-- --bundles $(BUNDLES)
 
 test: venv
 	$(PY) -m pytest -q -ra tests
