@@ -145,7 +145,7 @@ def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
         t = sd[k].detach().cpu().contiguous().reshape(-1)  # 1-D: a 0-d tensor cannot be viewed as bytes
         h.update(k.encode())
         h.update(f"{t.dtype}{tuple(sd[k].shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
