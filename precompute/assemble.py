@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vrf_core.bundle import Bundle, BundleWriter, atomic_save_npy, atomic_write_json, kill_point, open_bundle
 from vrf_core.data import ClassProjection
@@ -266,10 +267,8 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
     rng = np.random.default_rng(settings.seed)
     num_classes = len(manifest_extra["classnames"])
     backend = settings.knn_backend
-    if backend == "auto":
-        import torch
-
-        backend = "torch" if torch.cuda.is_available() else "faiss"
+    # What the search runs on is part of its identity: results differ in the last bits between devices.
+    searcher = (backend, "cuda" if torch.cuda.is_available() else "cpu")
 
     # 1. ZSF set (paper Sec. 4.1): fine-tuned right, zero-shot wrong on the training set.
     preds_zs, preds_ft = train.predictions("zs"), train.predictions("ft")
@@ -300,7 +299,7 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
         t_sq, t_nn = knn_sqdist(sample_feats, zsf_feats, k_max + 1, backend)
         return {"zsf_sq": zsf_sq, "zsf_nn": zsf_nn, "train_sq": t_sq, "train_nn": t_nn}
 
-    nn = cache.get("knn/zsf", content_key("knn-zsf", zsf_digest, array_digest(sample_feats), k_max, backend),
+    nn = cache.get("knn/zsf", content_key("knn-zsf", zsf_digest, array_digest(sample_feats), k_max, searcher),
                    zsf_search)
     zsf_sq, zsf_nn = np.asarray(nn["zsf_sq"]), np.asarray(nn["zsf_nn"])
     kill_point("knn")
@@ -343,7 +342,7 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
             return {"knn_sqdist": sq, "knn_index": idx.astype(np.int32), "score_knn": -np.sqrt(tsq[:, -1])}
 
         dist = cache.get(f"knn/{split}", content_key("knn-split", array_digest(feats), zsf_digest, base_digest,
-                                                     k_max, kk, backend), search)
+                                                     k_max, kk, searcher), search)
         kill_point(f"scores:{split}")
         for arr_name, arr in (("labels", np.asarray(ex.labels, np.int64)), ("refs", np.asarray(ex.refs).astype(str)),
                               ("features_ft", np.asarray(ex.features_ft, np.float16)),
