@@ -16,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def demo_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
-    subprocess.run([sys.executable, "-m", "precompute", "demo", "--small", "--out", str(out), "--no-report"],
-                   cwd=ROOT, check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-m", "precompute", "demo", "--small", "--out", str(out), "--no-report"],
+        cwd=ROOT,
+        check=True,
+        timeout=900,
+    )
     return out
 
 
@@ -32,11 +36,18 @@ def test_small_demo_bundle_opens_with_every_role(demo_bundle):
 
 
 def test_small_demo_report_json_matches_arrays(demo_bundle):
-    out = subprocess.run([sys.executable, "-m", "precompute", "report", str(demo_bundle), "--json"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "precompute", "report", str(demo_bundle), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rep = json.loads(out.stdout)
     bundle = open_bundle(demo_bundle)
     for split in rep["columns"][:-1]:
         data = bundle.split_data(split)
-        assert rep["rows"]["fine-tuned"][split]["acc"] == pytest.approx((data.logits_ft.argmax(1) == data.labels).mean())
+        assert rep["rows"]["fine-tuned"][split]["acc"] == pytest.approx(
+            (data.logits_ft.argmax(1) == data.labels).mean()
+        )
         assert rep["rows"]["zero-shot"][split]["acc"] == pytest.approx((data.logits_zs.argmax(1) == data.labels).mean())
