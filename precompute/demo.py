@@ -14,9 +14,11 @@ from pathlib import Path
 from precompute.config import parse_config
 from precompute.demo_world.corpus import CorpusSpec
 from precompute.demo_world.pretrain import PretrainRecipe, build_pretrained_clip
+from precompute.demo_world.ship import install_shipped
 from precompute.demo_world.world import DEMO_FINETUNE, DEMO_SIZES, write_demo_datasets
 from precompute.pipeline import run
 from vrf_core.bundle import Bundle
+from vrf_core.progress import log
 
 # A reduced world for tests: the same pipeline, seconds instead of minutes.
 SMALL_SIZES = {"train": 600, "test": 200, "v2": 100, "sketch": 100, "rendition": 100, "hard": 70, "clutter": 100}
@@ -51,6 +53,8 @@ def build_demo(out: Path, small: bool = False, seed: int = 0) -> Bundle:
     work = out / "world"
     meta = write_demo_datasets(work / "images", seed, SMALL_SIZES if small else DEMO_SIZES)
     recipe = PretrainRecipe(**SMALL_PRETRAIN) if small else PretrainRecipe()
+    if not small and install_shipped(work / "clip", seed, recipe):
+        log("demo CLIP: using the shipped pretrained weights (precompute/demo_world/weights)")
     model_dir = build_pretrained_clip(work / "clip", seed, recipe)
     raw = demo_config(out, model_dir, meta, small)
     (work / "demo_config.json").write_text(json.dumps(raw, indent=1))
