@@ -111,7 +111,7 @@ def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads
          t.arg_zs[s:e]) = _top_m_block(
             logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m)
 
-    # NumPy releases the GIL inside these kernels, so row blocks run in parallel threads.
+    # exp and the divisions release the GIL, so row blocks overlap in threads.
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(fill, range(0, n, ROW_CHUNK)))
     return t
