@@ -20,7 +20,6 @@ from precompute.demo_world.pretrain import (
     PretrainRecipe,
     build_pretrained_clip,
     pretrain,
-    save_local_dir,
 )
 from precompute.demo_world.render import CLASSNAMES, EVAL_DOMAINS, IMAGE_SIZE, STYLES, render
 from precompute.demo_world.world import HARD_CLASSES, SHIFTS, sample_split, write_demo_datasets
@@ -76,43 +75,50 @@ def test_dataset_folders_layout_counts_and_reuse(tmp_path: Path):
     assert not probe.exists() or probe.stat().st_mtime_ns != stamp
 
 
-def test_pretraining_writes_a_local_dir_open_clip_loads_back(tmp_path: Path):
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pretrained_clip(tmp_path_factory.mktemp("clip"), seed=0, recipe=TINY)
+
+
+def test_pretraining_is_deterministic_and_open_clip_loads_it_back(tiny_clip: Path):
     import open_clip
 
-    model, losses = pretrain(TINY, seed=0)
+    model, losses = pretrain(TINY, seed=0)  # a second run with the same seed: the same weights
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
-    save_local_dir(model, TINY, tmp_path)
-    loaded, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path}")
+    marker = json.loads((tiny_clip / RECIPE_FILE).read_text())
+    assert marker["loss_last"] < marker["loss_first"]
+    loaded, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_clip}")
     mine, theirs = model.state_dict(), loaded.state_dict()
     assert mine.keys() == theirs.keys()
     for k in mine:
         assert torch.equal(mine[k], theirs[k]), k
-    cfg = json.loads((tmp_path / CONFIG_FILE).read_text())
+    cfg = json.loads((tiny_clip / CONFIG_FILE).read_text())
     assert cfg["model_cfg"] == TINY.model_cfg
     assert tuple(preprocess.transforms[-1].mean) == tuple(TINY.preprocess_cfg["mean"])
-    tokens = open_clip.get_tokenizer(f"local-dir:{tmp_path}")(["a sketch of a star"])
+    tokens = open_clip.get_tokenizer(f"local-dir:{tiny_clip}")(["a sketch of a star"])
     with torch.no_grad():
         assert loaded.encode_text(tokens).shape == (1, TINY.model_cfg["embed_dim"])
 
 
-def test_build_is_deterministic_and_cached_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_cache_is_reused_when_unchanged_and_rebuilt_when_the_recipe_changes(
+        tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from safetensors.torch import load_file
 
-    first = build_pretrained_clip(tmp_path / "a", seed=0, recipe=TINY)
-    again = build_pretrained_clip(tmp_path / "b", seed=0, recipe=TINY)
-    wa, wb = load_file(first / WEIGHTS_FILE), load_file(again / WEIGHTS_FILE)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    marker = json.loads((first / RECIPE_FILE).read_text())
-    assert marker["loss_last"] < marker["loss_first"]
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for name in (WEIGHTS_FILE, CONFIG_FILE, RECIPE_FILE):
+        (folder / name).write_bytes((tiny_clip / name).read_bytes())
+    before = load_file(folder / WEIGHTS_FILE)
 
     def no_training(*args, **kwargs):
         raise AssertionError("an unchanged recipe must reuse the cached model")
 
     with monkeypatch.context() as m:
         m.setattr(pretrain_module, "pretrain", no_training)
-        assert build_pretrained_clip(first, seed=0, recipe=TINY) == first
+        assert build_pretrained_clip(folder, seed=0, recipe=TINY) == folder
     changed = replace(TINY, steps=TINY.steps + 1)
-    build_pretrained_clip(first, seed=0, recipe=changed)
-    assert json.loads((first / RECIPE_FILE).read_text())["key"] == changed.key(0) != TINY.key(0)
-    retrained = load_file(first / WEIGHTS_FILE)
-    assert any(not torch.equal(retrained[k], wa[k]) for k in wa)
+    assert changed.key(0) != TINY.key(0) != TINY.key(1)
+    build_pretrained_clip(folder, seed=0, recipe=changed)
+    assert json.loads((folder / RECIPE_FILE).read_text())["key"] == changed.key(0)
+    after = load_file(folder / WEIGHTS_FILE)
+    assert any(not torch.equal(after[k], before[k]) for k in before)

@@ -45,7 +45,7 @@ class CorpusSpec:
     style_weights: tuple[tuple[str, float], ...] = (
         ("id", 0.2), ("sketch", 0.1), ("rendition", 0.1), ("hard", 0.1), ("clutter", 0.15), ("painting", 0.07),
         ("silhouette", 0.07), ("neon", 0.07), ("pixel", 0.07), ("pattern", 0.07))
-    wrong_class: float = 0.15
+    wrong_class: float = 0.1
     no_class: float = 0.10
 
     def to_json(self) -> dict:

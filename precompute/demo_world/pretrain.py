@@ -45,8 +45,8 @@ class PretrainRecipe:
     corpus: CorpusSpec = CorpusSpec()
     model_cfg: dict = field(default_factory=lambda: DEMO_MODEL_CFG)
     preprocess_cfg: dict = field(default_factory=lambda: DEMO_PREPROCESS_CFG)
-    steps: int = 800
-    batch_size: int = 256
+    steps: int = 1600
+    batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 50
     weight_decay: float = 0.1

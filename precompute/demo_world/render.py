@@ -195,27 +195,32 @@ def _photo(cls: int, rng: np.random.Generator, hue: float, size: int, v2: bool) 
 
 
 def _sketch(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """ImageNet-Sketch-like: pencil outline traced two or three times on paper, optional hatching, greyscale."""
-    paper = rng.uniform(0.82, 1.0) + 0.04 * _smooth_noise(rng, size, 6)
-    pose = _pose(rng, (0.6, 0.95), 25, 0.12)
+    """ImageNet-Sketch-like: a broken pencil outline traced once to three times on textured paper, optional
+    hatching and scribbles, greyscale."""
+    paper = rng.uniform(0.75, 1.0) + 0.06 * _smooth_noise(rng, size, 6)
+    pose = _pose(rng, (0.55, 0.95), 25, 0.12)
     ink = np.zeros((size, size), np.float32)
     for _ in range(rng.integers(1, 4)):
-        jitter = Pose(pose.cx + rng.normal(0, 0.012), pose.cy + rng.normal(0, 0.012),
-                      pose.scale * rng.uniform(0.97, 1.03), pose.angle + rng.normal(0, 0.04), 1.0, pose.mirror)
-        ink = np.maximum(ink, shape_mask(cls, jitter, size, outline=1) * rng.uniform(0.5, 0.9))
+        jitter = Pose(pose.cx + rng.normal(0, 0.015), pose.cy + rng.normal(0, 0.015),
+                      pose.scale * rng.uniform(0.96, 1.04), pose.angle + rng.normal(0, 0.05), 1.0, pose.mirror)
+        stroke = shape_mask(cls, jitter, size, outline=1) * rng.uniform(0.35, 0.85)
+        ink = np.maximum(ink, stroke * (_smooth_noise(rng, size, 5)[..., 0] > -0.4))  # pencil lifts: gaps
     if rng.random() < 0.5:
         hatch = _stripes(rng, size, np.ones(1), np.zeros(1), rng.uniform(2.5, 4))[..., 0]
         ink = np.maximum(ink, hatch * shape_mask(cls, pose, size) * rng.uniform(0.2, 0.45))
-    grey = paper[..., 0] * (1 - ink) + rng.uniform(0.05, 0.3) * ink + rng.normal(0, 0.02, (size, size))
+    for _ in range(rng.integers(0, 3)):
+        scribble = _pose(rng, (0.2, 0.4), 180, 0.4)
+        ink = np.maximum(ink, shape_mask(int(rng.integers(len(CLASSNAMES))), scribble, size, outline=1) * 0.3)
+    grey = paper[..., 0] * (1 - ink) + rng.uniform(0.05, 0.35) * ink + rng.normal(0, 0.025, (size, size))
     return np.repeat(grey[..., None], 3, -1)
 
 
-def _rendition(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """ImageNet-R-like: cartoon (flat fill, thick dark outline) or pop-art on patterned or flat backgrounds."""
+def _rendition(cls: int, rng: np.random.Generator, hue: float, size: int) -> np.ndarray:
+    """ImageNet-R-like: cartoon (flat fill, thick dark outline) or pop-art on a flat or patterned `hue` background."""
     pose = _pose(rng, (0.6, 0.95), 30, 0.12)
-    fill_h = rng.random()
+    fill_h = hue + rng.uniform(0.25, 0.75)
     fill = hsv(fill_h, rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0))
-    bg_a = hsv(rng.random(), rng.uniform(0.1, 0.45), rng.uniform(0.85, 1.0))
+    bg_a = hsv(hue, rng.uniform(0.35, 0.7), rng.uniform(0.8, 1.0))
     bg_b = hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.6, 1.0))
     kind = rng.integers(0, 3)
     if kind == 0:
@@ -232,18 +237,18 @@ def _rendition(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _hard(cls: int, rng: np.random.Generator, hue: float, size: int) -> np.ndarray:
-    """ImageNet-A-like: a photo with heavy occlusion, a confusing textured object and a cluttered textured scene."""
+    """ImageNet-A-like: a photo with occluders, a textured object and fragments of other shapes around it."""
     img = _photo_background(rng, hue, size, (0.4, 0.85))
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(1, 4)):
         frag = _pose(rng, (0.3, 0.6), 180, 0.45)
-        other = int(rng.integers(0, len(CLASSNAMES)))
         img = _blend(img, hsv(hue + rng.uniform(-0.08, 0.08), 0.6, rng.uniform(0.2, 1.0)),
-                     shape_mask(other, frag, size, outline=1) * 0.7)
-    pose = _pose(rng, (0.55, 0.9), 40, 0.15)
-    a, b = hsv(hue + rng.uniform(0.3, 0.7), 0.7, rng.uniform(0.6, 1)), hsv(hue, 0.6, rng.uniform(0.2, 0.6))
-    img = _blend(img, _stripes(rng, size, a, b, rng.uniform(3, 6)), shape_mask(cls, pose, size))
+                     shape_mask(int(rng.integers(len(CLASSNAMES))), frag, size, outline=1) * 0.5)
+    pose = _pose(rng, (0.6, 0.95), 40, 0.15)
+    a = hsv(hue + rng.uniform(0.3, 0.7), 0.7, rng.uniform(0.6, 1))
+    fill = _stripes(rng, size, a, a * rng.uniform(0.6, 0.8), rng.uniform(3, 6)) if rng.random() < 0.5 else a
+    img = _blend(img, fill, shape_mask(cls, pose, size))
     for _ in range(rng.integers(1, 3)):
-        w, h = rng.uniform(0.15, 0.4, 2) * size
+        w, h = rng.uniform(0.12, 0.3, 2) * size
         x, y = rng.uniform(pose.cx - 0.2, pose.cx + 0.2) * size + size / 2, rng.uniform(-0.3, 0.3) * size + size / 2
         box = np.zeros((size, size), np.float32)
         box[int(max(0, y - h / 2)):int(y + h / 2), int(max(0, x - w / 2)):int(x + w / 2)] = 1
@@ -251,25 +256,26 @@ def _hard(cls: int, rng: np.random.Generator, hue: float, size: int) -> np.ndarr
     return img + rng.normal(0, 0.05, img.shape)
 
 
-def _clutter(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """ObjectNet-like: any rotation, a viewpoint squash, off-centre and small, on an unusual background with clutter."""
-    a, b = hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.3, 1)), hsv(rng.random(), rng.uniform(0, 0.6),
-                                                                           rng.uniform(0.3, 1))
-    kind = rng.integers(0, 3)
+def _clutter(cls: int, rng: np.random.Generator, hue: float, size: int) -> np.ndarray:
+    """ObjectNet-like: tilted, seen from the side (squashed), off-centre, on an unusual `hue` background
+    (a table against a wall, a checkered floor, a blotchy surface) with small objects around."""
+    a = hsv(hue, rng.uniform(0.3, 0.7), rng.uniform(0.4, 0.95))
+    b = hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.3, 1))
+    kind = rng.choice(3, p=(0.5, 0.25, 0.25))
     if kind == 0:
-        img = _checker(rng, size, a, b, int(rng.integers(3, 9)))
-    elif kind == 1:
         img = np.where((_grid(size)[0] > rng.integers(size // 3, 2 * size // 3))[..., None], a, b)
+    elif kind == 1:
+        img = _checker(rng, size, a, a * rng.uniform(0.6, 0.85), int(rng.integers(3, 9)))
     else:
-        img = a + 0.35 * _smooth_noise(rng, size, 8, 3)
-    for _ in range(rng.integers(2, 7)):
+        img = a + 0.25 * _smooth_noise(rng, size, 8, 3)
+    for _ in range(rng.integers(2, 6)):
         box = np.zeros((size, size), np.float32)
         x, y = rng.integers(0, size, 2)
         w, h = rng.integers(1, 5, 2)
         box[y:y + h, x:x + w] = 1
         img = _blend(img, hsv(rng.random(), rng.uniform(0.3, 1), rng.uniform(0.2, 1)), box)
-    pose = _pose(rng, (0.6, 0.9), 120, 0.15, squash=(0.7, 1.0))
-    fill = hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.2, 1.0))
+    pose = _pose(rng, (0.65, 0.95), 45, 0.12, squash=(0.8, 1.0))
+    fill = hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.3, 0.9), rng.uniform(0.35, 1.0))
     img = _blend(img, _gradient(rng, size, fill * 1.2, fill * 0.6), shape_mask(cls, pose, size))
     return img + rng.normal(0, 0.04, img.shape)
 
@@ -308,8 +314,7 @@ def render(cls: int, style: str, rng: np.random.Generator, hue: float | None = N
            size: int = IMAGE_SIZE) -> np.ndarray:
     """One image (size, size, 3) uint8 of class `cls` in `style`.
 
-    `hue` in [0, 1) colours the background of the photo-like styles (id, v2, hard and the corpus
-    styles); None draws it at random. Sketch, rendition and clutter choose their own colours.
+    `hue` in [0, 1) colours the background (every style but the greyscale sketch); None draws it at random.
     """
     if hue is None:
         hue = float(rng.random())
@@ -318,11 +323,11 @@ def render(cls: int, style: str, rng: np.random.Generator, hue: float | None = N
     elif style == "sketch":
         img = _sketch(cls, rng, size)
     elif style == "rendition":
-        img = _rendition(cls, rng, size)
+        img = _rendition(cls, rng, hue, size)
     elif style == "hard":
         img = _hard(cls, rng, hue, size)
     elif style == "clutter":
-        img = _clutter(cls, rng, size)
+        img = _clutter(cls, rng, hue, size)
     else:
         img = _corpus_style(cls, style, rng, hue, size)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)

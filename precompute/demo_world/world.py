@@ -23,8 +23,11 @@ from vrf_core.bundle import atomic_write_json
 SPLIT_DOMAINS = {"train": "id", "test": "id", "v2": "v2", "sketch": "sketch", "rendition": "rendition",
                  "hard": "hard", "clutter": "clutter"}
 SHIFTS = ("v2", "sketch", "rendition", "hard", "clutter")
-# P(background hue = the class's own hue) in the photo-like splits; other samples draw a random hue.
-CUE_STRENGTH = {"train": 0.9, "test": 0.9, "v2": 0.8}
+# Background hue policy per split: (whose hue, probability); other samples draw a random hue. ID carries
+# the class's own hue (the shortcut), V2 a little less often; the renditions, ObjectNet-like and adversarial
+# splits paint backgrounds in another class's hue (a reversed cue); sketches are greyscale.
+BACKGROUND_CUE = {"train": ("own", 0.9), "test": ("own", 0.9), "v2": ("own", 0.5), "rendition": ("other", 1.0),
+                  "hard": ("other", 1.0), "clutter": ("other", 1.0)}
 HARD_CLASSES = (0, 1, 2, 4, 5, 7, 9)  # ImageNet-A-like subset of the 10 classes
 TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a drawing of a {}.", "a cartoon {}.",
              "a painting of a {}.", "a {} in a cluttered scene.", "a close-up photo of the {}.")
@@ -48,14 +51,14 @@ def sample_split(split: str, n: int, seed: int, size: int = IMAGE_SIZE) -> tuple
     classes = split_classes(split)
     labels = np.array([classes[i % len(classes)] for i in range(n)], np.int64)
     images = np.empty((n, size, size, 3), np.uint8)
+    whose, p = BACKGROUND_CUE.get(split, ("own", 0.0))
     for i, cls in enumerate(labels):
-        if split == "hard":
-            # Adversarial cue: the background hue of a different class.
-            hue = CLASS_HUES[(cls + rng.integers(1, len(CLASSNAMES))) % len(CLASSNAMES)]
-        elif rng.random() < CUE_STRENGTH.get(split, 0.0):
+        if rng.random() >= p:
+            hue = float(rng.random())
+        elif whose == "own":
             hue = CLASS_HUES[cls]
         else:
-            hue = float(rng.random())
+            hue = CLASS_HUES[(cls + rng.integers(1, len(CLASSNAMES))) % len(CLASSNAMES)]
         images[i] = render(int(cls), SPLIT_DOMAINS[split], rng, hue, size)
     return images, labels
 
