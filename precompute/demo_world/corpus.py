@@ -8,7 +8,7 @@ text: some name a wrong class, some name none.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from precompute.demo_world.render import CLASSNAMES, IMAGE_SIZE, render
 
 # Caption phrasings per style; "{c}" is the class name, "{col}" the background colour.
 PHRASES: dict[str, tuple[str, ...]] = {
-    "id": ("a photo of a {c}", "a {c} on a {col} background", "a picture of a {c}", "a close-up photo of the {c}",
+    "photo": ("a photo of a {c}", "a {c} on a {col} background", "a picture of a {c}", "a close-up photo of the {c}",
            "a {col} photo of a {c}", "a blurry photo of a {c}"),
     "sketch": ("a sketch of a {c}", "a pencil drawing of a {c}", "a black and white sketch of the {c}",
                "a doodle of a {c}"),
@@ -43,13 +43,10 @@ class CorpusSpec:
 
     size: int = 20000
     style_weights: tuple[tuple[str, float], ...] = (
-        ("id", 0.2), ("sketch", 0.1), ("rendition", 0.1), ("hard", 0.1), ("clutter", 0.15), ("painting", 0.07),
-        ("silhouette", 0.07), ("neon", 0.07), ("pixel", 0.07), ("pattern", 0.07))
-    wrong_class: float = 0.1
-    no_class: float = 0.10
-
-    def to_json(self) -> dict:
-        return asdict(self)
+        ("photo", 0.22), ("sketch", 0.12), ("rendition", 0.12), ("hard", 0.08), ("clutter", 0.12), ("painting", 0.06),
+        ("silhouette", 0.08), ("neon", 0.07), ("pixel", 0.05), ("pattern", 0.08))
+    wrong_class: float = 0.08
+    no_class: float = 0.08
 
 
 def colour_name(hue: float) -> str:
@@ -63,7 +60,7 @@ def caption(cls: int, style: str, hue: float, rng: np.random.Generator, spec: Co
         text = UNLABELLED[rng.integers(len(UNLABELLED))]
     else:
         if u < spec.no_class + spec.wrong_class:
-            cls = int(rng.integers(len(CLASSNAMES)))
+            cls = int(rng.integers(len(CLASSNAMES)))  # a random class name, right only by chance
         phrases = PHRASES[style]
         text = phrases[rng.integers(len(phrases))].replace("{c}", CLASSNAMES[cls])
     return text.replace("{col}", colour_name(hue))

@@ -1,10 +1,11 @@
 """The demo's evaluation world: an ID domain with a spurious cue, and five ImageNet-like shifts.
 
 In the ID domain (`train`, `test`) the background hue usually names the class, a shortcut the
-pretraining corpus never offered. Fine-tuning on ID latches onto it, zero-shot CLIP does not:
-the ID-up, OOD-down regime of CLIP on ImageNet. `v2` keeps the cue a little weaker, `hard`
-(a class subset, like ImageNet-A) turns it against the model, and sketch, rendition and clutter
-do not carry it at all.
+pretraining corpus never offered (its backgrounds have random hues), and the objects are framed
+smaller than in the corpus's photos. Fine-tuning on ID latches onto the shortcut, zero-shot CLIP
+cannot use it: the ID-up, OOD-down regime of CLIP on ImageNet. `v2` keeps the cue half as often;
+`rendition`, `hard` (a class subset, like ImageNet-A) and `clutter` paint backgrounds in another
+class's hue; `sketch` is greyscale.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a d
              "a painting of a {}.", "a {} in a cluttered scene.", "a close-up photo of the {}.")
 DEMO_SIZES = {"train": 5000, "test": 1500, "v2": 1000, "sketch": 1000, "rendition": 1000, "hard": 700,
               "clutter": 1000}
-DEMO_FINETUNE = {"epochs": 5, "lr": 3e-4, "batch_size": 128, "warmup_steps": 20, "weight_decay": 0.1}
+DEMO_FINETUNE = {"epochs": 5, "lr": 1e-4, "batch_size": 128, "warmup_steps": 20, "weight_decay": 0.1}
 _MANIFEST = "world.json"
 
 
