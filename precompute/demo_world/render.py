@@ -178,7 +178,8 @@ def _photo_background(rng: np.random.Generator, hue: float, size: int, value: tu
 
 def _shaded_fill(rng: np.random.Generator, size: int, bg_hue: float) -> np.ndarray:
     """Object colour far from the background hue, with a light-from-one-side gradient."""
-    c = hsv(bg_hue + rng.uniform(0.25, 0.75), rng.uniform(0.3, 0.9), rng.uniform(0.35, 1.0))
+    h, v = bg_hue + rng.uniform(0.25, 0.75), rng.uniform(0.35, 1.0)
+    c = hsv(h, rng.uniform(0.3, 0.9), v)
     return _gradient(rng, size, c * 1.15, c * 0.7)
 
 
