@@ -85,10 +85,10 @@ def synthetic_bundles(root: Path) -> Path:
     return root
 
 
-def start_dashboard(bundles: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_dashboard(bundles: Path, port: int, log_path: Path, app: str = "dashboard/app.py") -> subprocess.Popen:
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", app, "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none", "--", "--bundles", str(bundles)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})

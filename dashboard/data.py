@@ -24,8 +24,8 @@ import streamlit as st
 from PIL import Image
 
 from vrf_core.bundle import Bundle, open_bundle
-from vrf_core.evaluate import ROLES_EVAL, Selection, SplitData, VRFParams, results_table
-from vrf_core.live import LiveSplit
+from vrf_core.evaluate import ROLES_EVAL, Selection, SplitData, VRFParams, score_table
+from vrf_core.live import LiveSplit, method_preds
 from vrf_core.weights import kth_distance, weight
 
 METHODS_LIVE = ("zero-shot", "fine-tuned", "VRF")
@@ -82,8 +82,20 @@ def array(bundle: Bundle, split: str, name: str) -> np.ndarray:
 
 
 def split_data(bundle: Bundle, split: str) -> SplitData:
-    """An evaluation split's arrays; its softmaxes are cached inside (SplitData.probs)."""
-    return memoize(bundle, ("split", split), lambda: bundle.split_data(split))
+    """An evaluation split's arrays, its logits memory-mapped and projected only where read (no WSE
+    logits: their predictions are `wse_preds`)."""
+    return memoize(bundle, ("split", split), lambda: bundle.split_data(split, wse=False, lazy=True))
+
+
+def wse_preds(bundle: Bundle, split: str) -> np.ndarray | None:
+    """(A, N) WSE predictions at each of the bundle's alphas: stored by precompute, or computed once from
+    the WSE logits for bundles written without them."""
+    def make() -> np.ndarray | None:
+        if bundle.has(split, "preds_wse"):
+            return bundle.wse_predictions(split)
+        with st.spinner(f"Reading the WSE logits of {split}…"):
+            return bundle.wse_predictions(split)
+    return memoize(bundle, ("wse_preds", split), make)
 
 
 def selection(bundle: Bundle, mode: str) -> Selection:
@@ -91,10 +103,12 @@ def selection(bundle: Bundle, mode: str) -> Selection:
 
 
 def live_split(bundle: Bundle, mode: str, split: str) -> LiveSplit:
-    """An evaluation split ready for exact live re-weighting with the mode's temperatures."""
+    """An evaluation split ready for exact live re-weighting with the mode's temperatures, from the
+    tables precompute stored (built from the logits for bundles written without them)."""
     def make() -> LiveSplit:
         sel = selection(bundle, mode)
-        return LiveSplit.from_split_data(split_data(bundle, split), sel.t_zs, sel.t_ft)
+        return LiveSplit.from_split_data(split_data(bundle, split), sel.t_zs, sel.t_ft,
+                                         tables=bundle.live_tables(split))
     return memoize(bundle, ("live_split", mode, split), make)
 
 
@@ -128,12 +142,18 @@ def test_splits(bundle: Bundle) -> list[str]:
 
 
 def static_table(bundle: Bundle, mode: str) -> dict:
-    """vrf_core's results table on the test splits with the tuned selection: every method's row
-    except VRF's, which the pages take from the live view."""
+    """The results table with the tuned selection ({method: {split: {acc, lo, hi}}}), as precompute
+    stored it (manifest `results`), or computed from the live tables for bundles without it. The
+    pages take the VRF row from the live view instead."""
     def make() -> dict:
-        with st.spinner("Bootstrapping confidence intervals…"):
-            splits = [split_data(bundle, s) for s in test_splits(bundle)]
-            return results_table(splits, selection(bundle, mode), bundle.wse_alphas)
+        stored = (bundle.manifest.get("results") or {}).get(mode)
+        if stored is not None:
+            return stored["rows"]
+        with st.spinner("Computing the results table and its bootstrap intervals…"):
+            sel, names = selection(bundle, mode), test_splits(bundle)
+            preds = {s: method_preds(live_split(bundle, mode, s), sel, wse_preds(bundle, s), bundle.wse_alphas)
+                     for s in names}
+            return score_table(preds, [split_data(bundle, s) for s in names])
     return memoize(bundle, ("results", mode), make)
 
 
@@ -169,19 +189,12 @@ class Live:
         return float(np.mean([v.accuracy(method) for v in ood])) if ood else float("nan")
 
 
-def _static_preds(bundle: Bundle, split: str) -> dict[str, np.ndarray]:
-    def make() -> dict[str, np.ndarray]:
-        sd = split_data(bundle, split)
-        return {"zero-shot": np.asarray(sd.logits_zs).argmax(1), "fine-tuned": np.asarray(sd.logits_ft).argmax(1)}
-    return memoize(bundle, ("static_preds", split), make)
-
-
 def _compute_live(bundle: Bundle, mode: str, params: VRFParams) -> Live:
     start = time.perf_counter()
     views = {}
     for split in eval_splits(bundle):
         ls = live_split(bundle, mode, split)
-        preds = {**_static_preds(bundle, split), "VRF": ls.vrf_preds(params)}
+        preds = {"zero-shot": ls.model_preds("zs"), "fine-tuned": ls.model_preds("ft"), "VRF": ls.vrf_preds(params)}
         views[split] = SplitView(split, ls.split.role, ls.labels,
                                  kth_distance(ls.split.knn_sqdist, params.k, params.scale), ls.vrf_weights(params),
                                  preds)

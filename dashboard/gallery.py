@@ -14,6 +14,7 @@ from dashboard import data
 from dashboard.export import show_table
 from dashboard.sidebar import Context
 from vrf_core.analysis import top_k
+from vrf_core.live import softmax_rows
 
 COLUMNS = 3
 PAGE_SIZE = 12
@@ -68,7 +69,7 @@ def _probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
     """The probabilities that enter the mixture (temperature-scaled when calibration is on)."""
     sd = data.split_data(ctx.bundle, split)
     t_zs, t_ft = (ctx.sel.t_zs, ctx.sel.t_ft) if ctx.params.calibrate else (1.0, 1.0)
-    p_zs, p_ft = sd.probs("zs", t_zs)[i], sd.probs("ft", t_ft)[i]
+    p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
     w = ctx.live.views[split].w[i]
     return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs}
 

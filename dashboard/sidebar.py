@@ -247,5 +247,5 @@ class LatencyLine:
         if ctx is None:
             return
         n = sum(len(v.labels) for v in ctx.live.views.values() if v.preds)
-        st.sidebar.caption(f":material/timer: VRF recompute **{ctx.live.ms:.0f} ms** ({n:,} test samples) · "
+        st.sidebar.caption(f":material/timer: VRF recompute **{ctx.live.ms:.0f} ms** ({n:,} evaluation samples) · "
                           f"page update **{total:.0f} ms**")

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precompute.derived import derive
 from vrf_core.bundle import Bundle, BundleWriter, atomic_save_npy, atomic_write_json, kill_point, open_bundle
 from vrf_core.data import ClassProjection
-from vrf_core.evaluate import default_k_values, select
+from vrf_core.evaluate import Selection, default_k_values, select
 from vrf_core.knn import knn_sqdist
 from vrf_core.progress import log, progress
 from vrf_core.selective import GaussianFit
@@ -163,6 +164,11 @@ def _versions() -> dict:
             "open_clip": open_clip.__version__, "faiss": faiss.__version__}
 
 
+# Part of the assemble stage's key: bump when assemble writes different arrays from the same inputs
+# (2: predictions, live tables and results tables), so that existing bundles are brought up to date.
+ASSEMBLE_FORMAT = 2
+
+
 def compute_embedding(parts: dict[str, np.ndarray], max_points: int, n_neighbors: int,
                       seed: int) -> dict[str, np.ndarray]:
     """2-D UMAP of the fine-tuned features of several splits at once (cosine metric, exact kNN
@@ -253,6 +259,9 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
                 sel = select(staged.split_data(names[0]), settings.wse_alphas, settings.ose_alphas, k_values,
                              settings.weight_rule, settings.distance, settings.calibration)
                 manifest["selection"][mode] = sel.to_json()
+        # 6. Predictions, live tables and results tables, so readers need not touch the logits.
+        selections = {mode: Selection.from_json(j) for mode, j in manifest["selection"].items()}
+        manifest.update(derive(writer.staged(manifest), writer, selections))
         writer.finalize(manifest)
     except BaseException:
         writer.abort()

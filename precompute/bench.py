@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from vrf_core.data import ClassProjection
-from vrf_core.evaluate import ROLES_EVAL, SplitData, VRFParams, select, vrf_preds
+from vrf_core.evaluate import ROLES_EVAL, Selection, SplitData, VRFParams, select, vrf_preds
 from vrf_core.projection import project_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,8 @@ SCALES = {
                    tuple(replace(e, n=max(300, e.n // 50), classes=e.classes // 10) for e in IMAGENET_SETS),
                    knn_queries=512, images=16, wse_alphas=(0.0, 0.5, 1.0), tune_rows=400),
 }
-GENERATOR = 2  # bump when World changes: a bundle written by another generator is rebuilt
+UMAP_MAX_POINTS = 20_000  # precompute's default (AssembleSettings.umap_max_points)
+GENERATOR = 3  # bump when World changes: a bundle written by another generator is rebuilt
 CHUNK = 4096  # rows generated at a time (the class subspaces gathered per row: 128 MiB)
 LOGIT_SCALE = 100.0  # CLIP's
 
@@ -180,13 +181,24 @@ def eval_arrays(world: World, sc: Scale, es: EvalSet) -> tuple[dict[str, np.ndar
     out["score_mahalanobis"] = (-sq[:, 0] * 40 + rng.standard_normal(es.n)).astype(np.float32)
     out["score_relative_mahalanobis"] = (-sq[:, 0] * 5 + rng.standard_normal(es.n)).astype(np.float32)
     out["score_knn"] = -np.sqrt(sq[:, 9 if sc.k_max >= 10 else -1])
-    out["umap"] = rng.standard_normal((es.n, 2), dtype=np.float32)
+    out["umap"] = map_coords(rng, es.n, sc)
     return out, projection
+
+
+def map_coords(rng: np.random.Generator, n: int, sc: Scale) -> np.ndarray:
+    """Embedding-map coordinates as precompute writes them: each split's share of
+    `umap_max_points` (its default) drawn, the other rows NaN."""
+    total = sum(es.n for es in sc.sets) + sc.zsf
+    xy = np.full((n, 2), np.nan, np.float32)
+    rows = rng.choice(n, max(1, round(n * min(1.0, UMAP_MAX_POINTS / total))), replace=False)
+    xy[rows] = rng.standard_normal((len(rows), 2), dtype=np.float32)
+    return xy
 
 
 def write_workload(path: Path, sc: Scale) -> Path:
     """The ImageNet-shaped bundle at `path`, reused when its recorded settings match."""
     from precompute.assemble import _versions
+    from precompute.derived import derive
     from vrf_core.bundle import BundleWriter, open_bundle
     from vrf_core.weights import k_from_rule
 
@@ -229,7 +241,7 @@ def write_workload(path: Path, sc: Scale) -> Path:
                                                    % sc.classes),
                       ("features_ft", zsf_feats), ("knn_sqdist", zsf_sq),
                       ("knn_index", rng.integers(0, sc.zsf, zsf_sq.shape, dtype=np.int32)),
-                      ("umap", rng.standard_normal((sc.zsf, 2), dtype=np.float32))):
+                      ("umap", map_coords(rng, sc.zsf, sc))):
         writer.put("zsf", name, arr)
     sample = np.sort(rng.choice(sc.train_size, sc.train_sample, replace=False))
     train_sq = world.sqdist(np.zeros(sc.train_sample), sc.k_max)
@@ -247,7 +259,7 @@ def write_workload(path: Path, sc: Scale) -> Path:
                       "source": {"synthetic": True}},
             "zsf": {"role": "zsf", "n": sc.zsf, "classnames": None, "projection": None,
                     "source": {"synthetic": True}}, **meta}
-    writer.finalize({
+    manifest = {
         "name": f"benchmark-{len(sc.sets)}-sets-{sc.classes}-classes",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "classnames": [f"class_{i:04d}" for i in range(sc.classes)], "templates": ["a photo of a {}."],
@@ -255,12 +267,17 @@ def write_workload(path: Path, sc: Scale) -> Path:
         "zsf": {"size": sc.zsf, "train_size": sc.train_size, "k_rule": "reference", "k_rule_value": k_rule},
         "ensemble": {"wse_alphas": wse, "ose_alphas": alphas, "k_max": sc.k_max, "distance": "squared",
                      "calibration": "confidence", "weight_rule": "sigmoid"},
-        "selection": selection, "embedding": None,
+        "selection": selection,
+        "embedding": {"method": "synthetic", "metric": "cosine", "n_neighbors": None, "max_points": UMAP_MAX_POINTS},
         "models": {m: {"name": "synthetic", "pretrained": None, "sha256": None} for m in ("zs", "ft")},
         "preprocessing": {"synthetic": True},
         "config": {"benchmark": settings, "note": f"selection chosen on the first {sc.tune_rows} rows"},
         "versions": _versions(),
-    })
+    }
+    # As precompute does: predictions, live tables and results tables (precompute/derived.py).
+    selections = {mode: Selection.from_json(j) for mode, j in selection.items()}
+    manifest.update(derive(writer.staged(manifest), writer, selections))
+    writer.finalize(manifest)
     print(f"wrote the benchmark bundle {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return path
 
@@ -298,7 +315,6 @@ def _ms(s: float) -> str:
 
 def _splits(path: Path, mode: str = "validation"):
     from vrf_core.bundle import open_bundle
-    from vrf_core.evaluate import Selection
 
     bundle = open_bundle(path)
     sel = Selection.from_json(bundle.manifest["selection"][mode])
@@ -467,7 +483,6 @@ def cold_start(path: Path, mode: str) -> dict:
     zero-shot, fine-tuned and VRF accuracy of every evaluation split."""
     import vrf_core.live  # noqa: F401  (imports are not part of the figure)
     from vrf_core.bundle import open_bundle
-    from vrf_core.evaluate import Selection
     from vrf_core.live import LiveSplit
 
     rss0 = peak_rss_gib()
@@ -476,22 +491,23 @@ def cold_start(path: Path, mode: str) -> dict:
     sel = Selection.from_json(bundle.manifest["selection"]["validation"])
     accs = {}
     for name in bundle.split_names(*ROLES_EVAL):
-        split = bundle.split_data(name, wse=mode != "fast")  # the WSE row is not on the first chart
-        if mode == "fast":
-            live = LiveSplit.from_split_data(split, sel.t_zs, sel.t_ft)
+        if mode == "fast":  # as the dashboard: the stored live tables, the logits left unread
+            split = bundle.split_data(name, wse=False, lazy=True)
+            live = LiveSplit.from_split_data(split, sel.t_zs, sel.t_ft, tables=bundle.live_tables(name))
             preds = [live.model_preds("zs"), live.model_preds("ft"), live.vrf_preds(sel.vrf)]
         else:
+            split = bundle.split_data(name)
             preds = [np.asarray(split.logits_zs).argmax(1), np.asarray(split.logits_ft).argmax(1),
                      vrf_preds(split, sel.vrf, (sel.t_zs, sel.t_ft))]
         accs[name] = accuracies(preds, [split] * 3)
     seconds = time.perf_counter() - t0
     rss = peak_rss_gib()
     t0 = time.perf_counter()
-    if mode == "fast":  # what the deferred WSE logits cost when a page asks for them
+    if mode == "fast":  # what a bundle written without the stored tables costs: building them here
         for name in bundle.split_names(*ROLES_EVAL):
-            bundle.split_data(name)
+            LiveSplit.from_split_data(bundle.split_data(name, wse=False), sel.t_zs, sel.t_ft).tables()
     return {"seconds": seconds, "peak_rss_gib": rss, "imports_rss_gib": rss0, "accuracy": accs,
-            "wse_seconds": time.perf_counter() - t0}
+            "build_seconds": time.perf_counter() - t0}
 
 
 def bench_cold(path: Path, repeats: int) -> list[Row]:
@@ -511,9 +527,10 @@ def bench_cold(path: Path, repeats: int) -> list[Row]:
                 "yes" if tf <= 5 and mf * 2**30 <= 4e9 else "no",
                 f"fresh process each, median of {len(runs['fast'])}, warm OS page cache; peak RSS includes the "
                 f"imports ({runs['fast'][0]['imports_rss_gib']:.2f} GiB) and the memory-mapped pages read. Fast: "
-                "live tables, WSE logits deferred (split_data(wse=False); projecting them later took "
-                f"{np.median([r['wse_seconds'] for r in runs['fast']]):.1f} s); straightforward: split_data with "
-                "WSE and full mixtures, as the dashboard computed it")]
+                "the live tables precompute stored, logits left unread (split_data(lazy=True)); building the "
+                "tables from the logits instead (bundles written without them) took "
+                f"{np.median([r['build_seconds'] for r in runs['fast']]):.1f} s more; straightforward: "
+                "split_data with WSE and full mixtures")]
 
 
 # ---- extraction -----------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.assemble import AssembleSettings, Extracted, StageCache, array_digest, assemble, content_key
+from precompute.assemble import (
+    ASSEMBLE_FORMAT,
+    AssembleSettings,
+    Extracted,
+    StageCache,
+    array_digest,
+    assemble,
+    content_key,
+)
 from precompute.config import Config
 from precompute.sources import build_datasets, resolve_classnames
 from vrf_core.bundle import Bundle, BundleError, atomic_write_json, kill_point, open_bundle
@@ -270,8 +278,9 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
         weight_rule=cfg.ensemble.weight_rule, knn_backend=cfg.ensemble.knn_backend,
         train_sample=cfg.bundle.train_sample, umap=cfg.bundle.umap, umap_max_points=cfg.bundle.umap_max_points,
         umap_neighbors=cfg.bundle.umap_neighbors, seed=cfg.run.seed)
-    assemble_key = content_key("assemble", train_keys, eval_keys, dataclasses.asdict(settings), cfg.run.name,
-                               cfg.bundle.thumb_size, skipped, {s: images.root for s, (_, images) in evals.items()})
+    assemble_key = content_key("assemble", ASSEMBLE_FORMAT, train_keys, eval_keys, dataclasses.asdict(settings),
+                               cfg.run.name, cfg.bundle.thumb_size, skipped,
+                               {s: images.root for s, (_, images) in evals.items()})
     try:
         existing = open_bundle(out)
         if existing.manifest.get("assemble_key") == assemble_key:

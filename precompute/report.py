@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 
+from precompute.derived import eval_split_names
 from vrf_core.bundle import Bundle, BundleError
-from vrf_core.evaluate import Selection, results_table
+from vrf_core.evaluate import Selection, score_table
+from vrf_core.live import LiveSplit, method_preds
 
 
 def bundle_selection(bundle: Bundle, mode: str = "validation") -> Selection:
@@ -27,15 +29,15 @@ def bundle_selection(bundle: Bundle, mode: str = "validation") -> Selection:
     return Selection.from_json(sel)
 
 
-def eval_split_names(bundle: Bundle) -> list[str]:
-    order = {"id_val": 0, "id_test": 1, "ood": 2}
-    return sorted(bundle.split_names("id_val", "id_test", "ood"), key=lambda s: order[bundle.splits[s]["role"]])
-
-
 def report(bundle: Bundle, mode: str = "validation", n_boot: int = 1000) -> dict:
+    """Recomputed from the logits (not read from the manifest's stored `results`): exact live
+    re-weighting (vrf_core.live) gives the predictions of the full mixtures."""
     sel = bundle_selection(bundle, mode)
     names = eval_split_names(bundle)
-    table = results_table([bundle.split_data(s) for s in names], sel, bundle.wse_alphas, n_boot=n_boot)
+    splits = [bundle.split_data(s, wse=False) for s in names]
+    preds = {s.name: method_preds(LiveSplit.from_split_data(s, sel.t_zs, sel.t_ft), sel,
+                                  bundle.wse_predictions(s.name), bundle.wse_alphas) for s in splits}
+    table = score_table(preds, splits, n_boot=n_boot)
     columns = names + (["OOD avg"] if bundle.split_names("ood") else [])
     return {"bundle": str(bundle.path), "mode": mode, "tuned_on": sel.tuned_on, "selection": sel.to_json(),
             "columns": columns, "rows": table}

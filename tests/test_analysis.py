@@ -28,8 +28,9 @@ def make_split(n=400, c=7, k=5, seed=0) -> SplitData:
 
 def test_wse_curve_and_sweep():
     s = make_split()
-    np.testing.assert_allclose(wse_curve(s)[[0, 2]], [(s.logits_zs.argmax(1) == s.labels).mean(),
-                                                      (s.logits_ft.argmax(1) == s.labels).mean()])
+    curve = wse_curve(s.logits_wse.argmax(2), s.labels)
+    np.testing.assert_allclose(curve[[0, 2]], [(s.logits_zs.argmax(1) == s.labels).mean(),
+                                               (s.logits_ft.argmax(1) == s.labels).mean()])
     ps = sweep(VRFParams(a=1.4, b=0.2, k=3), "k", [1.0, 2.0])
     assert [p.k for p in ps] == [1, 2] and all(isinstance(p.k, int) and p.a == 1.4 for p in ps)
 

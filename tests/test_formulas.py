@@ -9,7 +9,7 @@ import torch
 from vrf_core.calibration import fit_temperature_confidence, fit_temperature_nll, mean_confidence, nll
 from vrf_core.data import ClassProjection
 from vrf_core.ensembles import ose_probs, softmax, vrf_probs
-from vrf_core.knn import brute_force_sqdist, knn_sqdist
+from vrf_core.knn import _torch_search, brute_force_sqdist, knn_sqdist, l2_normalize
 from vrf_core.metrics import bootstrap_ci, per_class_accuracy
 from vrf_core.projection import project_logits
 from vrf_core.selective import GaussianFit, energy_score, id_threshold, msp_score
@@ -102,6 +102,20 @@ def test_knn_matches_brute_force_and_leave_one_out():
     sq, idx = knn_sqdist(base, base, 3, exclude_self=True)
     assert not np.any(idx == np.arange(50)[:, None])
     assert sq == pytest.approx(brute_force_sqdist(base, base, 4)[:, 1:], abs=1e-5)
+
+
+@pytest.mark.parametrize("devices,budget", [(["cpu"], None), (["cpu"], 0), (["cpu", "cpu", "cpu"], 0)])
+def test_sharded_and_streamed_search_equals_one_block(devices, budget):
+    """The base cut into shards smaller than k, spread over several devices and streamed from host
+    memory (budget 0: nothing resident) gives the same neighbours as one block."""
+    rng = np.random.default_rng(7)
+    base = l2_normalize(rng.normal(size=(203, 16)))
+    queries = l2_normalize(rng.normal(size=(37, 16)))
+    ref_s, ref_i = _torch_search(queries, base, 9, ["cpu"], base_chunk=1000)
+    s, i = _torch_search(queries, base, 9, devices, query_chunk=10, base_chunk=7, memory_budget=budget)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s, atol=1e-6)
+    assert 2 - 2 * s == pytest.approx(brute_force_sqdist(queries, base, 9), abs=1e-5)
 
 
 def test_selective_scores_and_threshold():

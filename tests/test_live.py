@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vrf_core import evaluate
 from vrf_core.data import ClassProjection
-from vrf_core.evaluate import SplitData, VRFParams, mixture_preds, vrf_preds
-from vrf_core.live import LiveSplit, ose_curve, softmax_rows, vrf_curve
+from vrf_core.evaluate import Selection, SplitData, VRFParams, mixture_preds, vrf_preds
+from vrf_core.live import LiveSplit, TopM, method_preds, ose_curve, softmax_rows, vrf_curve
 from vrf_core.projection import project_logits
 
 T_ZS, T_FT = 1.7, 0.6
@@ -125,3 +126,30 @@ def test_property_equal_to_full_mixture(seed, c, m, levels, t):
     live = LiveSplit.from_split_data(split, t, 1.0, m=m)
     np.testing.assert_array_equal(live.mixture_preds(w, True), mixture_preds(split, w, t, 1.0))
     np.testing.assert_array_equal(live.mixture_preds(float(w[0]), False), mixture_preds(split, w[0], 1.0, 1.0))
+
+
+def test_method_preds_equal_the_full_computation_and_tables_round_trip():
+    """live.method_preds (stored tables, WSE predictions) gives evaluate.method_preds' predictions for
+    every method; tables rebuilt from their arrays decide the same."""
+    rng = np.random.default_rng(6)
+    split = random_split(rng, n=500, c=80)
+    split.logits_wse = np.stack([(1 - al) * split.logits_zs + al * split.logits_ft for al in (0.0, 0.5, 1.0)])
+    split.ood_scores = {"knn": rng.normal(size=len(split)).astype(np.float32)}
+    sel = Selection("s", T_ZS, T_FT, 0.5, 0.3, 0.6, VRFParams(1.2, 0.4, 3),
+                    {"msp": 0.5, "energy": 3.0, "knn": 0.1, "mahalanobis": 0.0})
+    full = evaluate.method_preds(split, sel, [0.0, 0.5, 1.0])
+    live = LiveSplit.from_split_data(split, T_ZS, T_FT)
+    got = method_preds(live, sel, split.logits_wse.argmax(2), [0.0, 0.5, 1.0])
+    assert list(got) == list(full)  # same methods, same order ("mahalanobis": no score, left out)
+    for method in full:
+        np.testing.assert_array_equal(got[method], full[method], err_msg=method)
+    stored = {t: TopM.from_arrays(table.to_arrays(), table.arg_zs, table.arg_ft) for t, table in live.tables().items()}
+    again = LiveSplit.from_split_data(split, T_ZS, T_FT, tables=stored)
+    assert set(stored) == {(1.0, 1.0), (T_ZS, T_FT)}
+    for params in PARAMS:
+        np.testing.assert_array_equal(again.vrf_preds(params), live.vrf_preds(params))
+    with pytest.raises(ValueError, match="temperature|T ="):
+        method_preds(LiveSplit.from_split_data(split, 1.0, 1.0), sel)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        TopM.from_arrays({**live.tables()[(1.0, 1.0)].to_arrays(), "r_ft": np.zeros(3, np.float32)},
+                         live.model_preds("zs"), live.model_preds("ft"))

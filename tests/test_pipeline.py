@@ -13,6 +13,8 @@ from precompute.config import ConfigError, load_config
 from precompute.pipeline import run
 from vrf_core.bundle import open_bundle
 from vrf_core.ensembles import softmax
+from vrf_core.evaluate import Selection, results_table
+from vrf_core.live import LiveSplit
 from vrf_core.projection import project_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,33 @@ def test_report_json_agrees_with_the_bundle_arrays(tiny_run):
         assert cell["lo"] <= cell["acc"] <= cell["hi"]
     ood = [rep["rows"]["VRF"][s]["acc"] for s in ("sketch", "subset")]
     assert rep["rows"]["VRF"]["OOD avg"]["acc"] == pytest.approx(np.mean(ood))
+
+
+def test_stored_results_and_live_tables_equal_a_full_recomputation(tiny_run):
+    """The manifest's `results` equal vrf_core.evaluate's full-mixture table (every method, every
+    split, both modes); the stored live tables equal tables built from the logits; lazy splits read
+    the same projected logits."""
+    _, _, bundle = tiny_run
+    names = ["val", "test", "sketch", "subset"]
+    assert bundle.manifest["live"]["temperatures"][0] == [1.0, 1.0]
+    for mode in ("validation", "oracle"):
+        sel = Selection.from_json(bundle.manifest["selection"][mode])
+        full = results_table([bundle.split_data(s) for s in names], sel, bundle.wse_alphas)
+        stored = bundle.manifest["results"][mode]
+        assert stored["columns"] == names + ["OOD avg"]
+        assert stored["rows"] == json.loads(json.dumps(full))
+        assert "WSE" in stored["rows"] and "select: msp" in stored["rows"]
+    for split in names:
+        eager, lazy = bundle.split_data(split), bundle.split_data(split, wse=False, lazy=True)
+        np.testing.assert_array_equal(np.asarray(lazy.logits_zs), eager.logits_zs)
+        np.testing.assert_array_equal(lazy.logits_ft[[2, 0]], eager.logits_ft[[2, 0]])
+        np.testing.assert_array_equal(bundle.array(split, "preds_wse"), eager.logits_wse.argmax(2))
+        stored = bundle.live_tables(split)
+        assert len(stored) == len(bundle.manifest["live"]["temperatures"])
+        for (t_zs, t_ft), table in stored.items():
+            fresh = LiveSplit.from_split_data(eager, t_zs, t_ft).tables()[(t_zs, t_ft)]
+            for name in ("cand", "p_ft", "p_zs", "r_ft", "r_zs", "arg_zs", "arg_ft"):
+                np.testing.assert_array_equal(getattr(table, name), getattr(fresh, name))
 
 
 def test_rerun_recomputes_nothing_and_changes_recompute_what_they_affect(tiny_run):

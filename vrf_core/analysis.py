@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from vrf_core.evaluate import SplitData, VRFParams
+from vrf_core.evaluate import VRFParams
 
 
-def wse_curve(split: SplitData) -> np.ndarray:
-    """(A,) accuracy of the weight-space ensemble at each stored alpha."""
-    return np.array([(split.logits_wse[i].argmax(1) == split.labels).mean() for i in range(len(split.logits_wse))])
+def wse_curve(preds_wse: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(A,) accuracy of the weight-space ensemble at each stored alpha; preds_wse: (A, N)."""
+    return (np.asarray(preds_wse) == np.asarray(labels)[None, :]).mean(axis=1)
 
 
 def sweep(params: VRFParams, name: str, values: Sequence[float]) -> list[VRFParams]:

@@ -27,7 +27,8 @@ import numpy as np
 
 from vrf_core.data import ClassProjection
 from vrf_core.evaluate import SplitData
-from vrf_core.projection import project_logits
+from vrf_core.live import TABLE_ARRAYS, TopM
+from vrf_core.projection import ProjectedRows, project_logits
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -228,7 +229,7 @@ class BundleWriter:
 
 REQUIRED_KEYS = ("schema_version", "name", "classnames", "splits", "files", "ensemble", "feature_dim")
 # Arrays with one row per sample of their split (first dimension = the split's n).
-PER_SAMPLE = ("labels", "refs", "train_index", "is_zsf", "preds_zs", "knn_sqdist", "knn_index", "umap",
+PER_SAMPLE = ("labels", "refs", "train_index", "is_zsf", "preds_zs", "preds_ft", "knn_sqdist", "knn_index", "umap",
               "score_mahalanobis", "score_relative_mahalanobis", "score_knn")
 
 
@@ -273,6 +274,12 @@ def check_shapes(m: dict, where: Path) -> None:
         if expected is not None and shape != expected:
             raise BundleError(f"{where.parent / rel}: shape {shape} but the manifest implies {expected} (split "
                               f"{split!r} has n = {n}); the bundle mixes parts of different runs; rebuild it")
+        if name == "preds_wse" and shape != (len(alphas), n):
+            raise BundleError(f"{where.parent / rel}: shape {shape} but the manifest implies {(len(alphas), n)} "
+                              f"({len(alphas)} WSE alphas, n = {n}); the bundle is inconsistent, rebuild it")
+        if name.startswith("live_") and (not shape or shape[-1] != n):
+            raise BundleError(f"{where.parent / rel}: {shape[-1] if shape else 0} samples along the last axis but "
+                              f"split {split!r} has n = {n}; the bundle is inconsistent, rebuild it")
         if name in PER_SAMPLE and (not shape or shape[0] != n):
             raise BundleError(f"{where.parent / rel}: {shape[0] if shape else 0} rows but split {split!r} has "
                               f"n = {n}; the bundle is inconsistent, rebuild it")
@@ -413,10 +420,19 @@ class Bundle:
         self._check_unchanged()
         return data
 
-    def split_data(self, split: str, wse: bool = True) -> SplitData:
+    def split_data(self, split: str, wse: bool = True, lazy: bool = False) -> SplitData:
         """Arrays of one evaluation split, logits projected to its classes (float32).
-        wse=False leaves out the WSE logits (projecting them is most of the cost on subset datasets)."""
+        wse=False leaves out the WSE logits (projecting them is most of the cost on subset datasets).
+        lazy=True leaves the logits memory-mapped and projects rows only when they are read
+        (`ProjectedRows`): opening a split then reads none of its logits."""
         proj = self.projection(split)
+
+        def logits(name: str) -> np.ndarray | ProjectedRows:
+            raw = self.array(split, name)
+            if lazy and proj is not None:
+                return ProjectedRows(raw, proj)
+            return project_logits(np.asarray(raw, dtype=np.float32), proj)
+
         ood_scores = {n: np.asarray(self.array(split, f"score_{n}"))
                       for n in ("mahalanobis", "relative_mahalanobis", "knn") if self.has(split, f"score_{n}")}
         logits_wse = None
@@ -428,12 +444,41 @@ class Bundle:
             name=split,
             role=self.splits[split]["role"],
             labels=np.asarray(self.array(split, "labels")),
-            logits_zs=project_logits(np.asarray(self.array(split, "logits_zs"), dtype=np.float32), proj),
-            logits_ft=project_logits(np.asarray(self.array(split, "logits_ft"), dtype=np.float32), proj),
+            logits_zs=logits("logits_zs"),
+            logits_ft=logits("logits_ft"),
             knn_sqdist=np.asarray(self.array(split, "knn_sqdist"), dtype=np.float32),
             logits_wse=logits_wse,
             ood_scores=ood_scores,
         )
+
+    def wse_predictions(self, split: str) -> np.ndarray | None:
+        """(A, N) predictions of the weight-space ensemble at each of `wse_alphas`: the stored
+        `preds_wse`, else the argmax of the projected WSE logits, one alpha at a time (an
+        ImageNet-sized split's WSE logits are gigabytes); None without WSE logits."""
+        if self.has(split, "preds_wse"):
+            return np.asarray(self.array(split, "preds_wse"))
+        if not self.has(split, "logits_wse"):
+            return None
+        raw, proj = self.array(split, "logits_wse"), self.projection(split)
+        return np.stack([project_logits(raw[i], proj).argmax(axis=1) for i in range(len(raw))]).astype(np.int32)
+
+    def live_tables(self, split: str) -> dict[tuple[float, float], TopM]:
+        """The live re-weighting tables precompute stored for a split, by temperature pair
+        (manifest `live`); empty for bundles written without them."""
+        info = self.manifest.get("live")
+        if not info or not self.has(split, "live_cand"):
+            return {}
+        arrays = {n: self.array(split, f"live_{n}") for n in TABLE_ARRAYS}
+        preds = self.array(split, "preds_zs"), self.array(split, "preds_ft")
+        temps = [(float(tz), float(tf)) for tz, tf in info["temperatures"]]
+        if any(len(a) != len(temps) for a in arrays.values()):
+            raise BundleError(f"{self.file(f'splits/{split}/live_cand.npy')}: tables for "
+                              f"{len(arrays['cand'])} temperature pairs, the manifest lists {len(temps)}; "
+                              "rebuild the bundle")
+        try:
+            return {t: TopM.from_arrays({n: a[p] for n, a in arrays.items()}, *preds) for p, t in enumerate(temps)}
+        except ValueError as exc:
+            raise BundleError(f"{self.path / 'splits' / split}: {exc}; rebuild the bundle") from exc
 
     def verify(self) -> None:
         """Recompute every file's sha256 and compare with the manifest."""

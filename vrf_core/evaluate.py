@@ -210,11 +210,17 @@ def method_preds(split: SplitData, sel: Selection, wse_alphas: list[float] | Non
 def results_table(splits: list[SplitData], sel: Selection, wse_alphas: list[float] | None,
                   vrf: VRFParams | None = None, ci: bool = True, n_boot: int = 1000) -> dict:
     """{method: {split: {"acc", "lo", "hi"}}} plus "OOD avg" (mean over role 'ood' splits)."""
+    return score_table({s.name: method_preds(s, sel, wse_alphas, vrf) for s in splits}, splits, ci, n_boot)
+
+
+def score_table(preds: dict[str, dict[str, np.ndarray]], splits: list[SplitData], ci: bool = True,
+                n_boot: int = 1000) -> dict:
+    """The results table of given predictions: preds[split name][method] -> (N,) predicted classes."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     ood = [s.name for s in splits if s.role == "ood"]
     for split in splits:
-        for method, preds in method_preds(split, sel, wse_alphas, vrf).items():
-            correct = preds == split.labels
+        for method, pred in preds[split.name].items():
+            correct = pred == split.labels
             cell = {"acc": float(correct.mean())}
             if ci:
                 cell["lo"], cell["hi"] = bootstrap_ci(correct, n_boot)

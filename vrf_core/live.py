@@ -27,9 +27,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vrf_core.evaluate import SplitData, VRFParams
+from vrf_core.evaluate import Selection, SplitData, VRFParams, selective_scores
+from vrf_core.selective import route_to_ft
 from vrf_core.weights import kth_distance, weight
 
+TABLE_ARRAYS = ("cand", "p_ft", "p_zs", "r_ft", "r_zs")
 ROW_CHUNK = 256  # rows per softmax block: two float64 blocks stay in a 4 MiB L2 cache
 
 
@@ -54,7 +56,7 @@ def softmax_rows(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 
 @dataclass
-class _TopM:
+class TopM:
     """Per sample, for one temperature pair: candidate classes (each model's top m), both
     models' float32 probabilities there, and each model's (m+1)-th largest probability.
     Candidate-major, so that reductions over the candidates run along whole rows."""
@@ -66,6 +68,22 @@ class _TopM:
     r_zs: np.ndarray  # (N,) float32
     arg_ft: np.ndarray  # (N,) int64, argmax of the fine-tuned logits
     arg_zs: np.ndarray  # (N,) int64
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The temperature-dependent part, as stored in a bundle (`live_<name>` arrays)."""
+        return {"cand": self.cand, "p_ft": self.p_ft, "p_zs": self.p_zs, "r_ft": self.r_ft, "r_zs": self.r_zs}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], arg_zs: np.ndarray, arg_ft: np.ndarray) -> TopM:
+        """Tables read back from a bundle; arg_zs / arg_ft are the models' predictions (`preds_*`)."""
+        t = cls(*(arrays[n] for n in TABLE_ARRAYS), arg_ft=np.asarray(arg_ft), arg_zs=np.asarray(arg_zs))
+        m2, n = t.cand.shape
+        if m2 % 2 or any(a.shape != (m2, n) for a in (t.p_ft, t.p_zs)) or \
+                any(a.shape != (n,) for a in (t.r_ft, t.r_zs, t.arg_ft, t.arg_zs)):
+            raise ValueError(f"live tables of inconsistent shapes: cand {t.cand.shape}, p_ft {t.p_ft.shape}, "
+                             f"p_zs {t.p_zs.shape}, r_ft {t.r_ft.shape}, r_zs {t.r_zs.shape}, "
+                             f"preds {t.arg_zs.shape}/{t.arg_ft.shape}")
+        return t
 
 
 def _largest(e: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +117,9 @@ def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m
     return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1], arg_ft, arg_zs
 
 
-def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> _TopM:
+def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> TopM:
     n = len(logits_ft)
-    t = _TopM(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
+    t = TopM(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
               np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
               np.empty(n, np.int64), np.empty(n, np.int64))
 
@@ -136,9 +154,18 @@ class LiveSplit:
     _distances: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_split_data(cls, split: SplitData, t_zs: float, t_ft: float, m: int = 5) -> LiveSplit:
-        """t_zs, t_ft: the calibrated temperatures (used when `calibrate` is on, else T = 1)."""
-        return cls(split, float(t_zs), float(t_ft), m)
+    def from_split_data(cls, split: SplitData, t_zs: float, t_ft: float, m: int = 5,
+                        tables: dict[tuple[float, float], TopM] | None = None) -> LiveSplit:
+        """t_zs, t_ft: the calibrated temperatures (used when `calibrate` is on, else T = 1).
+        tables: prebuilt tables by temperature pair (e.g. read from a bundle); the ones
+        missing are built on first use."""
+        live = cls(split, float(t_zs), float(t_ft), m)
+        for temps, table in (tables or {}).items():
+            if len(table.r_ft) != len(split):
+                raise ValueError(f"split {split.name}: live tables for {len(table.r_ft)} samples, split has "
+                                 f"{len(split)}")
+            live._tables[(float(temps[0]), float(temps[1]))] = table
+        return live
 
     @property
     def labels(self) -> np.ndarray:
@@ -150,15 +177,26 @@ class LiveSplit:
     def _temperatures(self, calibrated: bool) -> tuple[float, float]:
         return (self.t_zs, self.t_ft) if calibrated else (1.0, 1.0)
 
-    def _top_m(self, calibrated: bool) -> _TopM | None:
+    def _top_m(self, calibrated: bool) -> TopM | None:
         """Built on first use for each temperature pair; None when m covers every class."""
         temps = self._temperatures(calibrated)
+        if temps in self._tables:
+            return self._tables[temps]
         m = min(self.m, self.split.logits_ft.shape[1] - 1)
         if m < 1:
             return None
-        if temps not in self._tables:
-            self._tables[temps] = _build_top_m(self.split.logits_zs, self.split.logits_ft, *temps, m, self.threads)
+        self._tables[temps] = _build_top_m(self.split.logits_zs, self.split.logits_ft, *temps, m, self.threads)
         return self._tables[temps]
+
+    def tables(self) -> dict[tuple[float, float], TopM]:
+        """The tables for T = 1 and for the calibrated temperatures (built if needed), to store in a
+        bundle; empty when m covers every class (then nothing needs storing)."""
+        out = {}
+        for calibrated in (False, True):
+            t = self._top_m(calibrated)
+            if t is not None:
+                out[self._temperatures(calibrated)] = t
+        return out
 
     def mixture_preds(self, w: np.ndarray | float, calibrated: bool = True) -> np.ndarray:
         """argmax of w * p_ft + (1 - w) * p_zs, equal to `evaluate.mixture_preds`; w scalar or (N,)."""
@@ -208,6 +246,28 @@ class LiveSplit:
 
     def ose_accuracy(self, alpha: float, calibrated: bool = False) -> float:
         return float((self.mixture_preds(alpha, calibrated) == self.labels).mean())
+
+
+def method_preds(live: LiveSplit, sel: Selection, wse_preds: np.ndarray | None = None,
+                 wse_alphas: list[float] | None = None, vrf: VRFParams | None = None) -> dict[str, np.ndarray]:
+    """`vrf_core.evaluate.method_preds` from the live tables: the same predictions, in the same order,
+    without the full mixtures. live: built with the selection's temperatures; wse_preds: (A, N)
+    argmax of the WSE logits at each of `wse_alphas` (e.g. a bundle's `preds_wse`)."""
+    if (live.t_zs, live.t_ft) != (float(sel.t_zs), float(sel.t_ft)):
+        raise ValueError(f"split {live.split.name}: live tables for T = ({live.t_zs}, {live.t_ft}), selection has "
+                         f"({sel.t_zs}, {sel.t_ft})")
+    arg_zs, arg_ft = live.model_preds("zs"), live.model_preds("ft")
+    out = {"zero-shot": arg_zs, "fine-tuned": arg_ft}
+    if sel.wse_alpha is not None and wse_preds is not None and wse_alphas is not None:
+        out["WSE"] = np.asarray(wse_preds[wse_alphas.index(sel.wse_alpha)], dtype=np.int64)
+    out["OSE"] = live.mixture_preds(sel.ose_alpha, calibrated=False)
+    out["OSE (calibrated)"] = live.mixture_preds(sel.ose_cal_alpha, calibrated=True)
+    for name, thr in sel.selective_thresholds.items():
+        if name in ("msp", "energy") or name in live.split.ood_scores:
+            to_ft = route_to_ft(selective_scores(live.split, name, sel.t_ft), thr)
+            out[f"select: {name}"] = np.where(to_ft, arg_ft, arg_zs)
+    out["VRF"] = live.vrf_preds(vrf or sel.vrf)
+    return out
 
 
 def ose_curve(splits: list[LiveSplit], alphas: list[float], calibrated: bool = False) -> np.ndarray:

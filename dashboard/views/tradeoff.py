@@ -35,8 +35,9 @@ def baseline_curves() -> dict[str, dict[str, np.ndarray]]:
             ls = data.live_split(bundle, ctx.mode, split)
             for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
                 out[method][split] = np.array([ls.ose_accuracy(al, calibrated) for al in bundle.ose_alphas])
-            if ls.split.logits_wse is not None and bundle.wse_alphas:
-                out["WSE"][split] = wse_curve(ls.split)
+            wse = data.wse_preds(bundle, split)
+            if wse is not None and bundle.wse_alphas:
+                out["WSE"][split] = wse_curve(wse, ls.labels)
         return {m: c for m, c in out.items() if c}
     return data.memoize(bundle, ("baseline_curves", ctx.mode), make)
 

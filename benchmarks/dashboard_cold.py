@@ -1,0 +1,137 @@
+"""Dashboard cold start and update latency in a real browser:
+`python benchmarks/dashboard_cold.py [--bundle bench-imagenet] [--runs 3]`.
+
+For each run and each first page (Overview, Trade-off), starts a fresh dashboard server
+(`streamlit run dashboard/app.py`, 127.0.0.1 only: every cache empty, the OS page cache warm),
+opens the page in headless Chromium and measures, from the navigation's start, the time until the
+page's first result is drawn and the app is idle (Overview: its metrics and results table;
+Trade-off: its chart), and the server's peak resident memory (VmHWM). Then it moves the `a`
+slider a few times and records each update's latency in the browser and the sidebar's status
+line (VRF recompute, page update). Writes a screenshot of the Trade-off page with the status line
+(`--screenshot`) and prints a markdown table; `--app` measures another checkout's app (e.g. an
+older commit, for the straightforward side). Needs Debian's chromium and the playwright package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from load_test import CHROMIUM, DONE, IDLE, free_port, start_dashboard
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = {"Overview": ("", "[data-testid='stMetric']"), "Trade-off": ("tradeoff", "[data-testid='stPlotlyChart']")}
+TIMEOUT_MS = 600_000
+
+
+def server_memory_gib(pid: int) -> tuple[float, float]:
+    """(peak, current) resident memory of the server process, GiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[k].split()[0]) / 2**20 for k in ("VmHWM", "VmRSS"))
+
+
+def status_line(page) -> str:
+    text = page.locator("[data-testid='stSidebar']").inner_text()
+    found = re.search(r"VRF recompute.*?page update \d+ ms", text, re.S)
+    return found.group(0).replace("\n", " ") if found else ""
+
+
+def move_a(page, steps: int) -> list[dict]:
+    """Moves the `a` slider by one keyboard step `steps` times; per step the browser latency (action to
+    idle with the new value in the URL) and the status line's figures."""
+    thumb = page.locator("[data-testid='stSlider']").filter(has_text="a: centre").get_by_role("slider")
+    out = []
+    for i in range(steps):
+        thumb.focus()
+        t0 = page.evaluate("performance.now()")
+        page.keyboard.press("ArrowLeft" if i % 2 else "ArrowRight")
+        value = float(thumb.input_value())
+        ms = page.wait_for_function(DONE["slider"], arg=[t0, "a", value], timeout=TIMEOUT_MS, polling=20).json_value()
+        line = status_line(page)
+        nums = [float(x) for x in re.findall(r"\*?\*?(\d+) ms", line)]
+        out.append({"browser_ms": ms, "recompute_ms": nums[0] if nums else None,
+                    "server_ms": nums[-1] if nums else None})
+    return out
+
+
+def one_run(browser, args, first: str, shot: Path | None) -> dict:
+    port = free_port()
+    log = Path(tempfile.mkdtemp()) / "streamlit.log"
+    t_start = time.perf_counter()
+    proc = start_dashboard(Path(args.bundles), port, log, app=args.app)
+    server_start = time.perf_counter() - t_start
+    try:
+        context = browser.new_context(viewport={"width": 1500, "height": 1300})
+        page = context.new_page()
+        path, selector = PAGES[first]
+        page.goto(f"http://127.0.0.1:{port}/{path}?bundle={args.bundle}")
+        page.wait_for_selector(selector, timeout=TIMEOUT_MS)
+        ms = page.wait_for_function(f"({IDLE}) && performance.now()", timeout=TIMEOUT_MS, polling=20).json_value()
+        if page.locator("[data-testid='stException']").count():
+            raise SystemExit(f"the app shows an exception: {page.locator('[data-testid=stException]').inner_text()}")
+        peak, _ = server_memory_gib(proc.pid)
+        first_line = status_line(page)
+        updates = move_a(page, args.updates)
+        peak_after, rss_after = server_memory_gib(proc.pid)
+        if shot is not None:
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+        context.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"first": first, "first_ms": ms, "peak_gib": peak, "peak_after_updates_gib": peak_after,
+            "rss_after_updates_gib": rss_after, "server_start_s": server_start, "first_status": first_line,
+            "updates": updates}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundles", default=str(REPO / "bundles"), help="folder of bundles the dashboard lists")
+    parser.add_argument("--bundle", default="bench-imagenet", help="the bundle to open (its label in the picker)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--updates", type=int, default=6, help="slider moves after each cold start")
+    parser.add_argument("--app", default="dashboard/app.py", help="the app to run (another checkout's, to compare)")
+    parser.add_argument("--screenshot", default=str(REPO / "test-artifacts/screenshots/imagenet_tradeoff.png"))
+    parser.add_argument("--json", help="also write the raw figures here")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    results = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        for run in range(args.runs):
+            for first in PAGES:
+                shot = Path(args.screenshot) if run == args.runs - 1 and first == "Trade-off" else None
+                r = one_run(browser, args, first, shot)
+                results.append(r)
+                print(f"run {run + 1} {first}: {r['first_ms'] / 1000:.2f} s, peak {r['peak_gib']:.2f} GiB; "
+                      f"updates {[round(u['browser_ms']) for u in r['updates']]} ms", file=sys.stderr)
+        browser.close()
+    print(f"| first page | cold start to first result (median of {args.runs}) | server peak RSS (max) | "
+          "slider update in the browser (median, p95-ish max) | VRF recompute (median) | page update (median) |")
+    print("|---|---|---|---|---|---|")
+    for first in PAGES:
+        rs = [r for r in results if r["first"] == first]
+        ups = [u for r in rs for u in r["updates"]]
+        med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+        print(f"| {first} | {med([r['first_ms'] for r in rs]) / 1000:.2f} s | "
+              f"{max(r['peak_after_updates_gib'] for r in rs):.2f} GiB | "
+              f"{med([u['browser_ms'] for u in ups]):.0f} ms (max {max(u['browser_ms'] for u in ups):.0f}) | "
+              f"{med([u['recompute_ms'] for u in ups if u['recompute_ms'] is not None]):.0f} ms | "
+              f"{med([u['server_ms'] for u in ups if u['server_ms'] is not None]):.0f} ms |")
+    print(f"\nserver start (imports, before the browser connects): "
+          f"{med([r['server_start_s'] for r in results]):.1f} s; screenshot: {args.screenshot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
