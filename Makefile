@@ -24,7 +24,7 @@ demo: demo-bundle dashboard
 
 dashboard: venv
 	@echo "Dashboard: http://localhost:$(PORT)  (Ctrl-C to stop)"
-	$(PY) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT) \
+	$(PY) -m dashboard --server.headless true --server.port $(PORT) \
 		--server.address 127.0.0.1 --browser.gatherUsageStats false --client.toolbarMode viewer \
 		-- --bundles $(BUNDLES)
 

@@ -85,12 +85,14 @@ def synthetic_bundles(root: Path) -> Path:
     return root
 
 
-def start_dashboard(bundles: Path, port: int, log_path: Path, app: str = "dashboard/app.py") -> subprocess.Popen:
+def start_dashboard(bundles: Path, port: int, log_path: Path, app: str | None = None) -> subprocess.Popen:
+    """The dashboard as `make dashboard` starts it (`python -m dashboard`), or `streamlit run APP`."""
     log = open(log_path, "wb")
+    launch = ["-m", "dashboard"] if app is None else ["-m", "streamlit", "run", app]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", app, "--server.headless", "true",
+        [sys.executable, *launch, "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--", "--bundles", str(bundles)],
+         "--client.toolbarMode", "viewer", "--server.fileWatcherType", "none", "--", "--bundles", str(bundles)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 120
     while True:

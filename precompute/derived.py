@@ -4,7 +4,8 @@ Per evaluation split: each model's predictions (`preds_zs`, `preds_ft`), the WSE
 at every alpha (`preds_wse`), and the live re-weighting tables (`live_*`, see vrf_core.live)
 for T = 1 and for each selection mode's temperatures. In the manifest: `live` (the table
 size m and the temperature pairs, in the order of the arrays' first axis) and `results`
-(the results table of every selection mode, as `precompute report --json` prints it).
+(the results table of every selection mode, as `precompute report --json` prints it) and
+`curves` (OSE, calibrated OSE and WSE accuracy at each alpha on every test split, per mode).
 
 On an ImageNet-sized bundle this turns the dashboard's first load from minutes of
 softmaxes into reads of a few tens of megabytes (docs/benchmarks.md).
@@ -16,7 +17,7 @@ import numpy as np
 
 from vrf_core.bundle import Bundle, BundleWriter
 from vrf_core.evaluate import Selection, score_table
-from vrf_core.live import TABLE_ARRAYS, LiveSplit, TopM, method_preds
+from vrf_core.live import TABLE_ARRAYS, LiveSplit, TopM, baseline_curves, method_preds
 from vrf_core.progress import log
 
 LIVE_M = 5  # each model's top classes kept per sample; fallbacks to full rows are rare at 5
@@ -49,6 +50,7 @@ def derive(staged: Bundle, writer: BundleWriter, selections: dict[str, Selection
     pairs = temperature_pairs(selections)
     names = eval_split_names(staged)
     preds: dict[str, dict[str, dict]] = {mode: {} for mode in selections}
+    curves: dict[str, dict[str, dict]] = {mode: {} for mode in selections}
     splits = []
     for name in names:
         log(f"live tables and predictions: {name}")
@@ -71,9 +73,13 @@ def derive(staged: Bundle, writer: BundleWriter, selections: dict[str, Selection
             writer.put(name, "preds_wse", wse)
         for mode, sel in selections.items():
             preds[mode][name] = method_preds(lives[mode], sel, wse, staged.wse_alphas)
+            if staged.splits[name]["role"] != "id_val":
+                for method, curve in baseline_curves({name: lives[mode]}, staged.ose_alphas,
+                                                     {name: wse if staged.wse_alphas else None}).items():
+                    curves[mode].setdefault(method, {})[name] = curve[name].tolist()
         split.logits_zs = split.logits_ft = None  # free the projected copies before the next split
         splits.append(split)
     ood = staged.split_names("ood")
     results = {mode: {"columns": names + (["OOD avg"] if ood else []), "rows": score_table(preds[mode], splits)}
                for mode in selections}
-    return {"live": {"m": m, "temperatures": [list(p) for p in pairs]}, "results": results}
+    return {"live": {"m": m, "temperatures": [list(p) for p in pairs]}, "results": results, "curves": curves}

@@ -9,9 +9,9 @@ from vrf_core.analysis import (
     distance_bin_edges,
     sweep,
     top_k,
-    wse_curve,
 )
-from vrf_core.evaluate import SplitData, VRFParams
+from vrf_core.evaluate import SplitData, VRFParams, mixture_preds
+from vrf_core.live import LiveSplit, baseline_curves
 from vrf_core.weights import kth_distance, weight
 
 
@@ -26,11 +26,16 @@ def make_split(n=400, c=7, k=5, seed=0) -> SplitData:
                      wse.astype(np.float32))
 
 
-def test_wse_curve_and_sweep():
+def test_baseline_curves_and_sweep():
     s = make_split()
-    curve = wse_curve(s.logits_wse.argmax(2), s.labels)
-    np.testing.assert_allclose(curve[[0, 2]], [(s.logits_zs.argmax(1) == s.labels).mean(),
-                                               (s.logits_ft.argmax(1) == s.labels).mean()])
+    live = LiveSplit.from_split_data(s, 1.3, 0.8)
+    curves = baseline_curves({"s": live}, [0.0, 0.5, 1.0], {"s": s.logits_wse.argmax(2)})
+    np.testing.assert_allclose(curves["WSE"]["s"][[0, 2]], [(s.logits_zs.argmax(1) == s.labels).mean(),
+                                                            (s.logits_ft.argmax(1) == s.labels).mean()])
+    for i, alpha in enumerate([0.0, 0.5, 1.0]):
+        assert curves["OSE"]["s"][i] == (mixture_preds(s, alpha, 1.0, 1.0) == s.labels).mean()
+        assert curves["OSE (calibrated)"]["s"][i] == (mixture_preds(s, alpha, 1.3, 0.8) == s.labels).mean()
+    assert set(baseline_curves({"s": live}, [0.5])) == {"OSE", "OSE (calibrated)"}  # no WSE predictions
     ps = sweep(VRFParams(a=1.4, b=0.2, k=3), "k", [1.0, 2.0])
     assert [p.k for p in ps] == [1, 2] and all(isinstance(p.k, int) and p.a == 1.4 for p in ps)
 

@@ -1,4 +1,5 @@
-"""The dashboard in a real browser: `streamlit run` as a subprocess, Debian's chromium through Playwright.
+"""The dashboard in a real browser: started as `make dashboard` does (`python -m dashboard`, a subprocess),
+Debian's chromium through Playwright.
 
 Moves a slider with the keyboard, opens the inspector on the Samples page, box-selects points on the
 embedding map, and saves a screenshot of every page under test-artifacts/screenshots/.
@@ -37,7 +38,7 @@ def server(synthetic_bundles):
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SHOTS.parent / "streamlit-server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+        [sys.executable, "-m", "dashboard", "--server.headless", "true",
          "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
          "--server.address", "127.0.0.1", "--", "--bundles", str(synthetic_bundles)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -13,7 +13,7 @@ from precompute.config import ConfigError, load_config
 from precompute.pipeline import run
 from vrf_core.bundle import open_bundle
 from vrf_core.ensembles import softmax
-from vrf_core.evaluate import Selection, results_table
+from vrf_core.evaluate import Selection, mixture_preds, results_table
 from vrf_core.live import LiveSplit
 from vrf_core.projection import project_logits
 
@@ -90,6 +90,14 @@ def test_stored_results_and_live_tables_equal_a_full_recomputation(tiny_run):
         assert stored["columns"] == names + ["OOD avg"]
         assert stored["rows"] == json.loads(json.dumps(full))
         assert "WSE" in stored["rows"] and "select: msp" in stored["rows"]
+        curves = bundle.manifest["curves"][mode]
+        for split in names[1:]:
+            data = bundle.split_data(split)
+            for i, alpha in enumerate(bundle.ose_alphas):
+                assert curves["OSE"][split][i] == (mixture_preds(data, alpha, 1.0, 1.0) == data.labels).mean()
+                assert curves["OSE (calibrated)"][split][i] == \
+                    (mixture_preds(data, alpha, sel.t_zs, sel.t_ft) == data.labels).mean()
+            np.testing.assert_array_equal(curves["WSE"][split], (data.logits_wse.argmax(2) == data.labels).mean(1))
     for split in names:
         eager, lazy = bundle.split_data(split), bundle.split_data(split, wse=False, lazy=True)
         np.testing.assert_array_equal(np.asarray(lazy.logits_zs), eager.logits_zs)

@@ -15,11 +15,6 @@ import numpy as np
 from vrf_core.evaluate import VRFParams
 
 
-def wse_curve(preds_wse: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(A,) accuracy of the weight-space ensemble at each stored alpha; preds_wse: (A, N)."""
-    return (np.asarray(preds_wse) == np.asarray(labels)[None, :]).mean(axis=1)
-
-
 def sweep(params: VRFParams, name: str, values: Sequence[float]) -> list[VRFParams]:
     """`params` with one numeric field (a, b or k) set to each of `values`."""
     cast = type(getattr(params, name))

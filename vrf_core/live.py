@@ -270,6 +270,20 @@ def method_preds(live: LiveSplit, sel: Selection, wse_preds: np.ndarray | None =
     return out
 
 
+def baseline_curves(lives: dict[str, LiveSplit], ose_alphas: list[float],
+                    wse_preds: dict[str, np.ndarray | None] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Accuracy at each alpha of OSE, calibrated OSE and (where `wse_preds`, (A, N) per split, are
+    given) WSE: method -> split -> (len(alphas),). The static curves of the trade-off plot."""
+    out: dict[str, dict[str, np.ndarray]] = {"OSE": {}, "OSE (calibrated)": {}, "WSE": {}}
+    for name, live in lives.items():
+        for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
+            out[method][name] = np.array([live.ose_accuracy(al, calibrated) for al in ose_alphas])
+        wse = (wse_preds or {}).get(name)
+        if wse is not None:
+            out["WSE"][name] = (np.asarray(wse) == live.labels[None, :]).mean(axis=1)
+    return {m: c for m, c in out.items() if c}
+
+
 def ose_curve(splits: list[LiveSplit], alphas: list[float], calibrated: bool = False) -> np.ndarray:
     """OSE accuracy (len(alphas), len(splits)) for every alpha."""
     return np.array([[s.ose_accuracy(al, calibrated) for s in splits] for al in alphas])

@@ -21,11 +21,13 @@ if not splits:
     st.warning("This bundle has no embedding map (`umap` arrays); rebuild it with the map enabled in precompute.")
     st.stop()
 emb = bundle.manifest.get("embedding") or {}
-st.caption(f"A 2-D {emb.get('method', 'UMAP').upper()} of the fine-tuned image features "
-           f"({emb.get('metric', 'cosine')} metric, {emb.get('n_neighbors', '?')} neighbours, at most "
-           f"{emb.get('max_points', '?'):,} points), computed once in precompute. Drag with **Box Select** or "
-           "**Lasso Select** (plot toolbar) to fill the grid below; click one point to inspect it."
-           if isinstance(emb.get("max_points"), int) else "A 2-D map of the fine-tuned image features.")
+how = [f"{emb['metric']} metric" if emb.get("metric") else "",
+       f"{emb['n_neighbors']} neighbours" if emb.get("n_neighbors") else "",
+       f"at most {emb['max_points']:,} points" if isinstance(emb.get("max_points"), int) else ""]
+how = ", ".join(h for h in how if h)
+st.caption(f"A 2-D {str(emb.get('method') or 'map').upper()} of the fine-tuned image features"
+           f"{f' ({how})' if how else ''}, computed once in precompute. Drag with **Box Select** or **Lasso Select** "
+           "(plot toolbar) to fill the grid below; click one point to inspect it.")
 
 c1, c2, c3 = st.columns([1.8, 2.4, 0.8], vertical_alignment="bottom")
 colour = c1.segmented_control("Colour by", ["dataset", "distance", "weight", "correctness"], default="dataset",

@@ -11,8 +11,9 @@ import streamlit as st
 from dashboard import data, sidebar
 from dashboard.export import show_figure, show_table
 from dashboard.theme import OOD_AVG_COLOR, method_color, style, vline
-from vrf_core.analysis import sweep, wse_curve
+from vrf_core.analysis import sweep
 from vrf_core.evaluate import VRFParams
+from vrf_core.live import baseline_curves as live_baseline_curves
 from vrf_core.weights import RULES
 
 ctx = sidebar.context()
@@ -28,17 +29,15 @@ id_name, shifts = bundle.split_names("id_test")[0], bundle.split_names("ood")
 
 # ---- curves -------------------------------------------------------------------------------------
 def baseline_curves() -> dict[str, dict[str, np.ndarray]]:
-    """method -> split -> accuracy at each alpha of the bundle (OSE, calibrated OSE, WSE)."""
+    """method -> split -> accuracy at each alpha of the bundle (OSE, calibrated OSE, WSE): stored by
+    precompute (manifest `curves`), else computed from the live tables."""
     def make() -> dict[str, dict[str, np.ndarray]]:
-        out: dict[str, dict[str, np.ndarray]] = {"OSE": {}, "OSE (calibrated)": {}, "WSE": {}}
-        for split in data.test_splits(bundle):
-            ls = data.live_split(bundle, ctx.mode, split)
-            for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
-                out[method][split] = np.array([ls.ose_accuracy(al, calibrated) for al in bundle.ose_alphas])
-            wse = data.wse_preds(bundle, split)
-            if wse is not None and bundle.wse_alphas:
-                out["WSE"][split] = wse_curve(wse, ls.labels)
-        return {m: c for m, c in out.items() if c}
+        stored = (bundle.manifest.get("curves") or {}).get(ctx.mode)
+        if stored is not None:
+            return {m: {s: np.asarray(c) for s, c in by_split.items()} for m, by_split in stored.items()}
+        names = data.test_splits(bundle)
+        return live_baseline_curves({s: data.live_split(bundle, ctx.mode, s) for s in names}, bundle.ose_alphas,
+                                    {s: data.wse_preds(bundle, s) if bundle.wse_alphas else None for s in names})
     return data.memoize(bundle, ("baseline_curves", ctx.mode), make)
 
 
