@@ -1,6 +1,6 @@
 """The dashboard under load: `python benchmarks/load_test.py [--sessions 10] [--seconds 60]`.
 
-Starts the real dashboard (`streamlit run dashboard/app.py`, listening on 127.0.0.1 only) on a
+Starts the real dashboard (`python -m dashboard`, as `make dashboard` does; on 127.0.0.1 only) on a
 seeded synthetic bundle (or `--bundles DIR`), opens N concurrent sessions in one headless Chromium
 (one browser context each, so N separate Streamlit sessions), waits until every session has drawn
 its first page, then for `--seconds` each session repeatedly

@@ -243,6 +243,37 @@ def test_feature_dimensions_that_differ_between_parts(bundle_copy, capsys):
     assert "feature dimension 9" in capsys.readouterr().err
 
 
+def replace_array(bundle: Path, rel: str, arr: np.ndarray) -> None:
+    """Swap an array of the bundle for `arr`, the manifest updated to match (as if written so)."""
+    np.save(bundle / rel, arr)
+    m = json.loads((bundle / MANIFEST).read_text())
+    m["files"][rel].update(shape=list(arr.shape), dtype=str(arr.dtype), bytes=(bundle / rel).stat().st_size,
+                           sha256=sha256_file(bundle / rel))
+    rewrite_manifest(bundle, files=m["files"])
+
+
+def test_live_tables_that_do_not_fit_the_split_or_the_manifest(bundle_copy):
+    """Stored live tables of another length, or for other temperatures than the manifest lists, are
+    refused with the file named; a bundle without them still opens and is read the slow way."""
+    bundle = open_bundle(bundle_copy)
+    assert bundle.live_tables("test")
+    cand = np.asarray(bundle.array("test", "live_cand"))
+    replace_array(bundle_copy, "splits/test/live_cand.npy", cand[..., :-1])
+    with pytest.raises(BundleError, match=r"live_cand.npy: \d+ samples along the last axis but split 'test' has "
+                                          r"n = 40"):
+        open_bundle(bundle_copy)
+    replace_array(bundle_copy, "splits/test/live_cand.npy", cand[:1])
+    with pytest.raises(BundleError, match=r"live_cand.npy: tables for 1 temperature pairs, the manifest lists \d"):
+        open_bundle(bundle_copy).live_tables("test")
+    replace_array(bundle_copy, "splits/test/preds_wse.npy", np.zeros((2, 40), np.int32))
+    with pytest.raises(BundleError, match=r"preds_wse.npy: shape \(2, 40\) but the manifest implies \(3, 40\)"):
+        open_bundle(bundle_copy)
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    derived = ("/live_", "/preds_wse")
+    rewrite_manifest(bundle_copy, files={r: i for r, i in m["files"].items() if not any(d in r for d in derived)})
+    assert open_bundle(bundle_copy).live_tables("test") == {}
+
+
 @pytest.mark.parametrize("version,fix", [(2, "upgrade this tool"), (0, "rebuild it")])
 def test_a_bundle_of_another_schema_version(bundle_copy, version, fix):
     rewrite_manifest(bundle_copy, schema_version=version)

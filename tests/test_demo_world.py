@@ -122,3 +122,17 @@ def test_cache_is_reused_when_unchanged_and_rebuilt_when_the_recipe_changes(
     assert json.loads((folder / RECIPE_FILE).read_text())["key"] == changed.key(0)
     after = load_file(folder / WEIGHTS_FILE)
     assert any(not torch.equal(after[k], before[k]) for k in before)
+
+
+def test_the_shipped_weights_match_the_committed_world(tmp_path: Path):
+    """`make demo` uses the committed float16 weights only when their recipe key matches the committed
+    renderer, corpus and pretraining code; a change to that code without `python -m
+    precompute.demo_world.ship` would silently make every demo pretrain (4 more minutes) and give a
+    different table than the README's."""
+    from precompute.demo_world.ship import SHIPPED, install_shipped
+
+    shipped = json.loads((SHIPPED / RECIPE_FILE).read_text())
+    assert shipped["key"] == PretrainRecipe().key(0), \
+        "the demo world's code changed after its weights were shipped: run python -m precompute.demo_world.ship"
+    assert install_shipped(tmp_path / "clip", 0, PretrainRecipe())
+    assert json.loads((tmp_path / "clip" / RECIPE_FILE).read_text())["key"] == shipped["key"]
