@@ -1,4 +1,4 @@
-"""Command line: python -m precompute {demo,run,report,synthetic} ..."""
+"""Command line: python -m precompute {demo,run,report,gc,synthetic} ..."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="machine-readable output (keys: see precompute/report.py)")
     p.add_argument("--oracle", action="store_true", help="hyperparameters tuned on the ID test split (paper protocol)")
     p.add_argument("--verify", action="store_true", help="recompute every file's sha256 against the manifest first")
+    p = sub.add_parser("gc", help="remove the cached stages and checkpoints the last completed run did not use")
+    p.add_argument("out", help="a run's output folder (run.out)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p = sub.add_parser("synthetic", help="a seeded synthetic bundle (arrays from a generative model, no images)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -30,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from precompute.assemble import AssembleError
     from precompute.config import ConfigError
+    from precompute.gc import GcError
     from vrf_core.bundle import BundleError, open_bundle
     from vrf_core.data import DatasetError
     from vrf_core.models import ModelError
@@ -59,11 +63,20 @@ def main(argv: list[str] | None = None) -> int:
 
             print_report(open_bundle(args.bundle, verify=args.verify), "oracle" if args.oracle else "validation",
                          args.json)
+        elif args.command == "gc":
+            from precompute.gc import collect
+
+            done = collect(args.out, args.dry_run)
+            verb = "would remove" if args.dry_run else "removed"
+            for folder in done.removed:
+                print(f"{verb} {folder}")
+            print(f"{verb} {len(done.removed)} folder(s), {done.freed_bytes / 2**20:.1f} MiB; kept {len(done.kept)} "
+                  "used by the last run", file=sys.stderr)
         elif args.command == "synthetic":
             from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
 
             write_synthetic_bundle(args.out, SyntheticSpec(seed=args.seed))
-    except (AssembleError, ConfigError, BundleError, DatasetError, ModelError) as exc:
+    except (AssembleError, ConfigError, BundleError, DatasetError, ModelError, GcError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

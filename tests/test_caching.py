@@ -154,3 +154,33 @@ def test_weights_key_is_the_content(base, tmp_path):
     sd["logit_scale"] = sd["logit_scale"] + torch.tensor(0.01)
     save_weights(sd, moved / "open_clip_model.safetensors")
     assert weights_key(f"local-dir:{moved}", None) != weights_key(f"local-dir:{model_dir}", None)
+
+
+def test_gc_removes_what_the_last_run_did_not_use_and_a_rerun_recomputes_nothing(base, capsys):
+    """After a setting changes, the old kNN stages are stale: `precompute gc` lists them (dry run),
+    removes exactly them, frees their bytes, and the same config then recomputes nothing."""
+    from precompute.__main__ import main as cli
+    from precompute.gc import GcError, collect
+
+    tmp, _, _ = base
+    out = rerun(base, "gc", k=("k_max = 8", "k_max = 6"))
+    stale = {p for p in (out / "cache" / "knn").iterdir()} - \
+        {out / "cache" / f"{s}-{k}" for s, k in ((r["stage"], r["key"]) for r in
+                                                  json.loads((out / "stages.json").read_text())["stages"])}
+    assert len(stale) == len(EVAL) + 1  # the k_max = 8 searches of the ZSF set and each evaluation split
+    before = sorted(p for p in out.rglob("*") if p.is_file())
+    dry = collect(out, dry_run=True)
+    assert set(dry.removed) == stale and dry.freed_bytes > 0
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == before
+    assert cli(["gc", str(out)]) == 0
+    assert f"removed {len(stale)} folder(s)" in capsys.readouterr().err
+    assert not any(p.exists() for p in stale)
+    run(load_config(variant(tmp, out, k=("k_max = 8", "k_max = 6"))))
+    assert computed(out) == set()
+    # A run that did not finish keeps everything: its stages are what it resumes from.
+    record = json.loads((out / "stages.json").read_text())
+    record["stages"] = [r for r in record["stages"] if r["stage"] != "assemble"]
+    (out / "stages.json").write_text(json.dumps(record))
+    with pytest.raises(GcError, match=r"stages.json: the last run did not finish"):
+        collect(out)
+    assert cli(["gc", str(tmp / "nowhere")]) == 2
