@@ -1,4 +1,4 @@
-"""The dashboard under load: `python benchmarks/load_test.py [--sessions 10] [--seconds 60]`.
+"""The dashboard under load: `python benchmarks/load_test.py [--sessions 10] [--seconds 60] [--bundle LABEL]`.
 
 Starts the real dashboard (`python -m dashboard`, as `make dashboard` does; on 127.0.0.1 only) on a
 seeded synthetic bundle (or `--bundles DIR`), opens N concurrent sessions in one headless Chromium
@@ -266,6 +266,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--bundles", type=Path, help="folder of bundles (default: a synthetic one, built here)")
+    parser.add_argument("--bundle", help="the bundle every session opens (its label in the picker, e.g. "
+                                         "bench-imagenet); default: the picker's first choice")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
@@ -275,7 +277,8 @@ def main() -> int:
         port, log_path = free_port(), Path(tmp) / "streamlit.log"
         server = start_dashboard(bundles, port, log_path)
         try:
-            results = asyncio.run(drive_sessions(f"http://127.0.0.1:{port}", args.sessions, args.seconds))
+            url = f"http://127.0.0.1:{port}" + (f"/?bundle={args.bundle}" if args.bundle else "")
+            results = asyncio.run(drive_sessions(url, args.sessions, args.seconds))
         finally:
             server.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
