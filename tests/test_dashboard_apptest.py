@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from vrf_core.bundle import open_bundle
-from vrf_core.evaluate import Selection, VRFParams, vrf_preds
+from vrf_core.evaluate import Selection, VRFParams, mixture_preds, vrf_preds
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ["views/overview.py", "views/tradeoff.py", "views/distances.py", "views/samples.py",
@@ -170,6 +170,26 @@ def test_tradeoff_and_per_class_options(synthetic_bundles, monkeypatch):
     no_exception(at)
     table = next(d.value for d in at.dataframe if "VRF − zero-shot" in d.value.columns)
     assert table["VRF − zero-shot"].is_monotonic_decreasing
+
+
+def test_baselines_at_a_chosen_alpha_equal_the_full_mixture(synthetic_bundles, monkeypatch):
+    """An OSE alpha off the precomputed grid, calibrated, and a WSE alpha: the table equals vrf_core's full
+    computation on every test split."""
+    at = start(synthetic_bundles, monkeypatch)
+    at.switch_page("views/tradeoff.py").run()
+    at.slider(key="to-ose-alpha").set_value(0.37).run()
+    at.toggle(key="to-ose-cal").set_value(True).run()
+    at.select_slider(key="to-wse-alpha").set_value(0.3).run()
+    no_exception(at)
+    table = next(d.value for d in at.dataframe if {"method", "OOD avg"} <= set(d.value.columns)).set_index("method")
+    bundle = open_bundle(synthetic_bundles / "synth")
+    sel = Selection.from_json(bundle.manifest["selection"]["validation"])
+    for split in bundle.split_names("id_test", "ood"):
+        sd = bundle.split_data(split)
+        ose = (mixture_preds(sd, 0.37, sel.t_zs, sel.t_ft) == sd.labels).mean()
+        wse = (sd.logits_wse[bundle.wse_alphas.index(0.3)].argmax(1) == sd.labels).mean()
+        assert table.loc["OSE (calibrated), alpha = 0.37", split] == pytest.approx(round(100 * ose, 1))
+        assert table.loc["WSE, alpha = 0.3", split] == pytest.approx(round(100 * wse, 1))
 
 
 def test_picker_opens_demo_first_and_switches(synthetic_bundles, tmp_path, monkeypatch):

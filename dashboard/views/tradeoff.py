@@ -215,6 +215,36 @@ with st.expander("Curve values"):
     df[["ID acc", "OOD acc"]] *= 100
     show_table(df.round(3), "to-table", f"{bundle.name}-tradeoff-curves", hide_index=True, width="stretch")
 
+# ---- baselines at any alpha ------------------------------------------------------------------------
+st.subheader("Baselines at a chosen alpha")
+tests = data.test_splits(bundle)
+wse_ok = bool(bundle.wse_alphas) and all(data.wse_preds(bundle, s) is not None for s in tests)
+c1, c2, c3 = st.columns([2, 1, 2], vertical_alignment="bottom")
+ose_alpha = c1.slider("OSE alpha (weight on the fine-tuned model)", 0.0, 1.0, float(sel.ose_alpha), 0.01,
+                      key="to-ose-alpha", help="Any value, computed exactly from the live tables.")
+ose_cal = c2.toggle("calibrated OSE", key="to-ose-cal", help=f"Temperatures fitted on {sel.tuned_on}.")
+if wse_ok:
+    wse_alpha = c3.select_slider("WSE alpha", options=bundle.wse_alphas, key="to-wse-alpha",
+                                 value=sel.wse_alpha if sel.wse_alpha in bundle.wse_alphas else bundle.wse_alphas[-1],
+                                 help="The alphas whose interpolated weights precompute evaluated.")
+compare: dict[str, dict[str, float]] = {
+    f"OSE{' (calibrated)' if ose_cal else ''}, alpha = {ose_alpha:.2f}":
+        {s: data.live_split(bundle, ctx.mode, s).ose_accuracy(ose_alpha, ose_cal) for s in tests}}
+if wse_ok:
+    i = bundle.wse_alphas.index(wse_alpha)
+    compare[f"WSE, alpha = {wse_alpha:g}"] = {s: float((data.wse_preds(bundle, s)[i] == live.views[s].labels).mean())
+                                             for s in tests}
+for method in ("VRF", "fine-tuned", "zero-shot"):
+    compare[f"{method}{' (sidebar controls)' if method == 'VRF' else ''}"] = \
+        {s: live.views[s].accuracy(method) for s in tests}
+for row in compare.values():
+    row[OOD_AVG] = float(np.mean([row[s] for s in shifts]))
+cmp = pd.DataFrame(compare).T.rename_axis("method") * 100
+show_table(cmp.round(1).reset_index(), "to-alpha", f"{bundle.name}-baselines-at-alpha", hide_index=True,
+           width="stretch", column_config={c: st.column_config.NumberColumn(format="%.1f") for c in cmp.columns})
+st.caption("Top-1 accuracy (%) on the test splits. OSE mixes the two models' probabilities with one weight for "
+           "every sample; VRF's weight follows each sample's distance to the ZSF set.")
+
 # ---- sensitivity ---------------------------------------------------------------------------------
 st.subheader("Sensitivity to a, b, k and the weight rule")
 field = st.segmented_control("Sweep", ["a", "b", "k"], default="a", required=True, key="to-sens",
