@@ -46,7 +46,7 @@ def stacked_tables(tables: dict[tuple[float, float], TopM], pairs: list[tuple[fl
 
 def derive(staged: Bundle, writer: BundleWriter, selections: dict[str, Selection], m: int = LIVE_M) -> dict:
     """Write the derived arrays of every evaluation split into `writer`; returns the manifest keys
-    `live` and `results`."""
+    `live`, `results` and `curves`."""
     pairs = temperature_pairs(selections)
     names = eval_split_names(staged)
     preds: dict[str, dict[str, dict]] = {mode: {} for mode in selections}
