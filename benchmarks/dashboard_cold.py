@@ -8,8 +8,9 @@ page's first result is drawn (Overview: its metrics; Trade-off: its chart, drawn
 until the whole page is done (the app idle), and the server's peak resident memory (VmHWM). Then
 it moves the `a` slider a few times and records each update's latency in the browser and the sidebar's status
 line (VRF recompute, page update). Writes a screenshot of the Trade-off page with the status line
-(`--screenshot`) and prints a markdown table; `--app` measures another checkout's app (e.g. an
-older commit, for the straightforward side). Needs Debian's chromium and the playwright package.
+(`--screenshot`) and prints a markdown table; `--compare-app` also measures another checkout's app
+(e.g. the commit before precompute stored the live tables: the straightforward side) in the same
+run, and prints the ratios. Needs Debian's chromium and the playwright package.
 """
 
 from __future__ import annotations
@@ -62,13 +63,13 @@ def move_a(page, steps: int) -> list[dict]:
     return out
 
 
-def one_run(context, port: int, args, first: str, shot: Path | None, updates: int) -> dict:
+def one_run(context, port: int, args, first: str, shot: Path | None, updates: int, app: str | None) -> dict:
     """A fresh server on `port`, the page opened in `context` (a new context: cold browser cache; one
     shared by the runs on the same port: warm browser cache, as for someone who used the dashboard
     before)."""
     log = Path(tempfile.mkdtemp()) / "streamlit.log"
     t_start = time.perf_counter()
-    proc = start_dashboard(Path(args.bundles), port, log, app=args.app)
+    proc = start_dashboard(Path(args.bundles), port, log, app=app)
     server_start = time.perf_counter() - t_start
     try:
         page = context.new_page()
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser-cache", nargs="+", choices=["cold", "warm"], default=["cold", "warm"],
                         help="cold: a new browser profile per run; warm: one profile whose cache an unmeasured "
                              "visit filled (a returning user); the server is fresh in both")
+    parser.add_argument("--compare-app", help="also measure `streamlit run APP` (e.g. an older checkout's "
+                                              "dashboard/app.py: the straightforward side) in the same run")
+    parser.add_argument("--compare-runs", type=int, default=1, help="runs of --compare-app per page")
     parser.add_argument("--json", help="also write the raw figures here")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -122,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             shared, port = None, free_port()
             if cache == "warm":  # one unmeasured visit fills the browser's cache (Streamlit's and plotly's JS)
                 shared = browser.new_context(**viewport)
-                one_run(shared, port, args, "Trade-off", None, 0)
+                one_run(shared, port, args, "Trade-off", None, 0, args.app)
             for run in range(args.runs):
                 for first in PAGES:
                     context = shared or browser.new_context(**viewport)
                     shot = Path(args.screenshot) if run == args.runs - 1 and first == "Trade-off" else None
-                    r = {**one_run(context, port if shared else free_port(), args, first, shot, args.updates),
-                         "browser_cache": cache}
+                    r = {**one_run(context, port if shared else free_port(), args, first, shot, args.updates,
+                                   args.app), "browser_cache": cache}
                     if not shared:
                         context.close()
                     results.append(r)
@@ -137,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
                           f"{[round(u['browser_ms']) for u in r['updates']]} ms", file=sys.stderr)
             if shared:
                 shared.close()
+        baseline = []
+        for run in range(args.compare_runs if args.compare_app else 0):  # the straightforward side, same run
+            for first in PAGES:
+                context = browser.new_context(**viewport)
+                baseline.append(one_run(context, free_port(), args, first, None, 0, args.compare_app))
+                context.close()
+                print(f"compare app, run {run + 1}, {first}: {baseline[-1]['first_ms'] / 1000:.2f} s, "
+                      f"peak {baseline[-1]['peak_gib']:.2f} GiB", file=sys.stderr)
         browser.close()
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     print(f"| first page, browser cache | cold start: first result drawn (median of {args.runs}, max) | "
@@ -154,10 +166,20 @@ def main(argv: list[str] | None = None) -> int:
                   f"{med([u['browser_ms'] for u in ups]):.0f} ms (max {max(u['browser_ms'] for u in ups):.0f}) | "
                   f"{med([u['recompute_ms'] for u in ups if u['recompute_ms'] is not None]):.0f} ms | "
                   f"{med([u['server_ms'] for u in ups if u['server_ms'] is not None]):.0f} ms |")
+    if baseline:
+        print(f"\n| first page (cold browser cache) | this app | {args.compare_app} | ratio (time, memory) |")
+        print("|---|---|---|---|")
+        for first in PAGES:
+            this = [r for r in results if r["first"] == first and r["browser_cache"] == args.browser_cache[0]]
+            base = [r for r in baseline if r["first"] == first]
+            t, b = med([r["first_ms"] for r in this]), med([r["first_ms"] for r in base])
+            mt, mb = max(r["peak_gib"] for r in this), max(r["peak_gib"] for r in base)
+            print(f"| {first} | {t / 1000:.2f} s, {mt:.2f} GiB | {b / 1000:.2f} s, {mb:.2f} GiB | "
+                  f"{b / t:.1f}x, {mb / mt:.1f}x |")
     print(f"\nserver start (imports, before the browser connects): "
           f"{med([r['server_start_s'] for r in results]):.1f} s; screenshot: {args.screenshot}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"this": results, "compare": baseline}, indent=1))
     return 0
 
 
