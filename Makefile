@@ -24,8 +24,7 @@ demo: demo-bundle dashboard
 
 dashboard: venv
 	@echo "Dashboard: http://localhost:$(PORT)  (Ctrl-C to stop)"
-	$(PY) -m dashboard --server.headless true --server.port $(PORT) \
-		--server.address 127.0.0.1 --browser.gatherUsageStats false --client.toolbarMode viewer \
+	$(PY) -m dashboard --server.headless true --server.port $(PORT) --server.address 127.0.0.1 \
 		-- --bundles $(BUNDLES)
 
 test: venv

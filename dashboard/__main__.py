@@ -14,10 +14,22 @@ import dashboard.gallery  # noqa: F401
 import dashboard.sidebar  # noqa: F401
 
 APP = Path(__file__).with_name("app.py")
+# A local research tool: no usage statistics sent, no "Deploy" button (either can be overridden).
+DEFAULTS = {"--browser.gatherUsageStats": "false", "--client.toolbarMode": "viewer"}
+
+
+def streamlit_argv(args: list[str]) -> list[str]:
+    """`streamlit run app.py` with the user's options, the defaults above where the user gave none,
+    and the app's own arguments (from `--` on) last."""
+    cut = args.index("--") if "--" in args else len(args)
+    ours, app_args = args[:cut], args[cut:]
+    given = {a.split("=", 1)[0] for a in ours if a.startswith("--")}
+    extra = [x for k, v in DEFAULTS.items() if k not in given for x in (k, v)]
+    return ["streamlit", "run", str(APP), *ours, *extra, *app_args]
 
 
 def main() -> None:
-    sys.argv = ["streamlit", "run", str(APP), *sys.argv[1:]]
+    sys.argv = streamlit_argv(sys.argv[1:])
     cli.main()
 
 

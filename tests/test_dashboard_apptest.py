@@ -238,3 +238,16 @@ def test_no_bundle_offers_to_build_the_demo(tmp_path, monkeypatch):
     no_exception(at)
     assert at.button(key="build-demo").label == "Build the demo bundle"
     assert any("python -m precompute demo --out" in c.value for c in at.code)
+
+
+def test_launcher_adds_its_defaults_unless_given():
+    """`python -m dashboard`: no usage statistics and no Deploy button unless the user says otherwise; the
+    app's own arguments stay after `--`."""
+    from dashboard.__main__ import APP, streamlit_argv
+
+    argv = streamlit_argv(["--server.port", "9", "--client.toolbarMode=auto", "--", "--bundles", "b"])
+    assert argv[:3] == ["streamlit", "run", str(APP)]
+    assert argv[argv.index("--"):] == ["--", "--bundles", "b"]
+    assert "--browser.gatherUsageStats" in argv[:argv.index("--")]
+    assert "--client.toolbarMode" not in argv and "--client.toolbarMode=auto" in argv
+    assert streamlit_argv([])[-4:] == ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
