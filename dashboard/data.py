@@ -9,6 +9,7 @@ bundle in plain dictionaries: `st.cache_resource` hashes its arguments on every 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -91,9 +92,8 @@ def wse_preds(bundle: Bundle, split: str) -> np.ndarray | None:
     """(A, N) WSE predictions at each of the bundle's alphas: stored by precompute, or computed once from
     the WSE logits for bundles written without them."""
     def make() -> np.ndarray | None:
-        if bundle.has(split, "preds_wse"):
-            return bundle.wse_predictions(split)
-        with st.spinner(f"Reading the WSE logits of {split}…"):
+        stored = bundle.has(split, "preds_wse")
+        with contextlib.nullcontext() if stored else st.spinner(f"Reading the WSE logits of {split}…"):
             return bundle.wse_predictions(split)
     return memoize(bundle, ("wse_preds", split), make)
 

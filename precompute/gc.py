@@ -62,15 +62,13 @@ def used_paths(out: Path) -> set[Path]:
     return used
 
 
-def _candidates(root: Path) -> list[Path]:
-    """Keyed result folders (`<name>-<16 hex>`) and half-written ones (`.<name>.partial`) under root."""
+def _candidates(folder: Path) -> list[Path]:
+    """Keyed result folders (`<name>-<16 hex>`) and half-written ones (`.<name>.partial`) under folder,
+    not looking inside them."""
     found = []
-    if root.is_dir():
-        for p in sorted(root.rglob("*")):
-            if p.is_dir() and (KEYED.fullmatch(p.name) or PARTIAL.fullmatch(p.name)) and \
-                    not any(KEYED.fullmatch(a.name) or PARTIAL.fullmatch(a.name) for a in p.relative_to(root).parents
-                            if a.name):
-                found.append(p)
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.is_dir():
+            found += [p] if KEYED.fullmatch(p.name) or PARTIAL.fullmatch(p.name) else _candidates(p)
     return found
 
 

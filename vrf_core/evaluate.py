@@ -121,11 +121,6 @@ def selective_scores(split: SplitData, name: str, t_ft: float = 1.0) -> np.ndarr
     raise KeyError(f"split {split.name} has no {name!r} score")
 
 
-def selective_preds(split: SplitData, name: str, threshold: float, t_ft: float = 1.0) -> np.ndarray:
-    to_ft = route_to_ft(selective_scores(split, name, t_ft), threshold)
-    return np.where(to_ft, np.asarray(split.logits_ft).argmax(1), np.asarray(split.logits_zs).argmax(1))
-
-
 # ---- hyperparameter selection -----------------------------------------------------
 
 def vrf_grid(tune: SplitData, k_values: list[int], scale: str) -> tuple[np.ndarray, np.ndarray]:
@@ -187,23 +182,45 @@ def select(tune: SplitData, wse_alphas: list[float] | None, ose_alphas: list[flo
 
 # ---- the results table ----------------------------------------------------------
 
+class FullMixture:
+    """The reference predictor: mixtures over the full N x C softmaxes (`SplitData.probs`).
+    `vrf_core.live.LiveSplit` answers the same two questions exactly from its top-m tables."""
+
+    def __init__(self, split: SplitData, t_zs: float, t_ft: float):
+        self.split, self.t = split, (t_zs, t_ft)
+
+    def model_preds(self, model: str) -> np.ndarray:
+        return np.asarray(self.split.logits_zs if model == "zs" else self.split.logits_ft).argmax(1)
+
+    def mixture_preds(self, w: np.ndarray | float, calibrated: bool) -> np.ndarray:
+        return mixture_preds(self.split, w, *temps(self.t, calibrated))
+
+
 def method_preds(split: SplitData, sel: Selection, wse_alphas: list[float] | None,
-                 vrf: VRFParams | None = None) -> dict[str, np.ndarray]:
+                 vrf: VRFParams | None = None, predictor=None,
+                 wse_preds: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Predictions of every method on one split, with the selection's hyperparameters
-    (VRF's may be overridden, e.g. by the dashboard's live controls)."""
+    (VRF's may be overridden, e.g. by the dashboard's live controls).
+    predictor: answers `model_preds(model)` and `mixture_preds(w, calibrated)` at the selection's
+      temperatures (default `FullMixture`; `vrf_core.live.method_preds` passes the live tables).
+    wse_preds: (A, N) WSE predictions at each of `wse_alphas` (default: argmax of `split.logits_wse`)."""
     vrf = vrf or sel.vrf
-    out = {
-        "zero-shot": np.asarray(split.logits_zs).argmax(1),
-        "fine-tuned": np.asarray(split.logits_ft).argmax(1),
-    }
-    if sel.wse_alpha is not None and split.logits_wse is not None and wse_alphas is not None:
-        out["WSE"] = split.logits_wse[wse_alphas.index(sel.wse_alpha)].argmax(1)
-    out["OSE"] = mixture_preds(split, sel.ose_alpha, 1.0, 1.0)
-    out["OSE (calibrated)"] = mixture_preds(split, sel.ose_cal_alpha, sel.t_zs, sel.t_ft)
+    p = predictor or FullMixture(split, sel.t_zs, sel.t_ft)
+    arg_zs, arg_ft = p.model_preds("zs"), p.model_preds("ft")
+    out = {"zero-shot": arg_zs, "fine-tuned": arg_ft}
+    if sel.wse_alpha is not None and wse_alphas is not None:
+        i = wse_alphas.index(sel.wse_alpha)
+        if wse_preds is not None:
+            out["WSE"] = np.asarray(wse_preds[i], dtype=np.int64)
+        elif split.logits_wse is not None:
+            out["WSE"] = split.logits_wse[i].argmax(1)
+    out["OSE"] = p.mixture_preds(sel.ose_alpha, False)
+    out["OSE (calibrated)"] = p.mixture_preds(sel.ose_cal_alpha, True)
     for name, thr in sel.selective_thresholds.items():
         if name in ("msp", "energy") or name in split.ood_scores:
-            out[f"select: {name}"] = selective_preds(split, name, thr, sel.t_ft)
-    out["VRF"] = vrf_preds(split, vrf, (sel.t_zs, sel.t_ft))
+            to_ft = route_to_ft(selective_scores(split, name, sel.t_ft), thr)
+            out[f"select: {name}"] = np.where(to_ft, arg_ft, arg_zs)
+    out["VRF"] = p.mixture_preds(vrf_weights(split, vrf), vrf.calibrate)
     return out
 
 

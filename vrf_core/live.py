@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vrf_core.evaluate import Selection, SplitData, VRFParams, selective_scores
-from vrf_core.selective import route_to_ft
+from vrf_core import evaluate
+from vrf_core.evaluate import Selection, SplitData, VRFParams
 from vrf_core.weights import kth_distance, weight
 
 TABLE_ARRAYS = ("cand", "p_ft", "p_zs", "r_ft", "r_zs")
@@ -256,18 +256,7 @@ def method_preds(live: LiveSplit, sel: Selection, wse_preds: np.ndarray | None =
     if (live.t_zs, live.t_ft) != (float(sel.t_zs), float(sel.t_ft)):
         raise ValueError(f"split {live.split.name}: live tables for T = ({live.t_zs}, {live.t_ft}), selection has "
                          f"({sel.t_zs}, {sel.t_ft})")
-    arg_zs, arg_ft = live.model_preds("zs"), live.model_preds("ft")
-    out = {"zero-shot": arg_zs, "fine-tuned": arg_ft}
-    if sel.wse_alpha is not None and wse_preds is not None and wse_alphas is not None:
-        out["WSE"] = np.asarray(wse_preds[wse_alphas.index(sel.wse_alpha)], dtype=np.int64)
-    out["OSE"] = live.mixture_preds(sel.ose_alpha, calibrated=False)
-    out["OSE (calibrated)"] = live.mixture_preds(sel.ose_cal_alpha, calibrated=True)
-    for name, thr in sel.selective_thresholds.items():
-        if name in ("msp", "energy") or name in live.split.ood_scores:
-            to_ft = route_to_ft(selective_scores(live.split, name, sel.t_ft), thr)
-            out[f"select: {name}"] = np.where(to_ft, arg_ft, arg_zs)
-    out["VRF"] = live.vrf_preds(vrf or sel.vrf)
-    return out
+    return evaluate.method_preds(live.split, sel, wse_alphas, vrf, predictor=live, wse_preds=wse_preds)
 
 
 def baseline_curves(lives: dict[str, LiveSplit], ose_alphas: list[float],
