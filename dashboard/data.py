@@ -1,4 +1,4 @@
-"""Cached bundle loaders and the live state every page draws from.
+"""Cached bundle loaders and the live view every page draws from.
 
 An opened bundle is cached with `st.cache_resource` (arrays memory-mapped, shared by
 all sessions, never copied). Everything read or derived from it (arrays, splits,
@@ -9,7 +9,6 @@ bundle in plain dictionaries: `st.cache_resource` hashes its arguments on every 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
 import time
@@ -24,9 +23,10 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from vrf_core import bundle_adapter
 from vrf_core.bundle import Bundle, open_bundle
-from vrf_core.evaluate import ROLES_EVAL, Selection, SplitData, VRFParams, score_table
-from vrf_core.live import LiveSplit, method_preds
+from vrf_core.evaluate import ROLES_EVAL, Hyperparameters, SplitData, VRFParams
+from vrf_core.topm import TopMSplit
 from vrf_core.weights import kth_distance, weight
 
 METHODS_LIVE = ("zero-shot", "fine-tuned", "VRF")
@@ -83,33 +83,27 @@ def array(bundle: Bundle, split: str, name: str) -> np.ndarray:
 
 
 def split_data(bundle: Bundle, split: str) -> SplitData:
-    """An evaluation split's arrays, its logits memory-mapped and projected only where read (no WSE
-    logits: their predictions are `wse_preds`)."""
-    return memoize(bundle, ("split", split), lambda: bundle.split_data(split, wse=False, lazy=True))
+    """An evaluation split's arrays, its logits memory-mapped and projected only where read."""
+    return memoize(bundle, ("split", split), lambda: bundle_adapter.eval_split(bundle, split))
 
 
 def wse_preds(bundle: Bundle, split: str) -> np.ndarray | None:
-    """(A, N) WSE predictions at each of the bundle's alphas: stored by precompute, or computed once from
-    the WSE logits for bundles written without them."""
-    def make() -> np.ndarray | None:
-        stored = bundle.has(split, "preds_wse")
-        with contextlib.nullcontext() if stored else st.spinner(f"Reading the WSE logits of {split}…"):
-            return bundle.wse_predictions(split)
-    return memoize(bundle, ("wse_preds", split), make)
+    """(A, N) WSE predictions at each of the bundle's alphas (None without WSE)."""
+    return memoize(bundle, ("wse_preds", split), lambda: bundle_adapter.wse_preds(bundle, split))
 
 
-def selection(bundle: Bundle, mode: str) -> Selection:
-    return memoize(bundle, ("selection", mode), lambda: Selection.from_json(bundle.manifest["selection"][mode]))
+def hyperparameters(bundle: Bundle, mode: str) -> Hyperparameters:
+    return memoize(bundle, ("hyperparameters", mode), lambda: bundle_adapter.hyperparameters(bundle, mode))
 
 
-def live_split(bundle: Bundle, mode: str, split: str) -> LiveSplit:
-    """An evaluation split ready for exact live re-weighting with the mode's temperatures, from the
-    tables precompute stored (built from the logits for bundles written without them)."""
-    def make() -> LiveSplit:
-        sel = selection(bundle, mode)
-        return LiveSplit.from_split_data(split_data(bundle, split), sel.t_zs, sel.t_ft,
-                                         tables=bundle.live_tables(split))
-    return memoize(bundle, ("live_split", mode, split), make)
+def topm_split(bundle: Bundle, mode: str, split: str) -> TopMSplit:
+    """An evaluation split ready for exact re-weighting with the mode's temperatures, from the top-m
+    tables precompute stored (only rows the tables cannot decide read the logits)."""
+    def make() -> TopMSplit:
+        hp = hyperparameters(bundle, mode)
+        return TopMSplit.from_split_data(split_data(bundle, split), hp.t_zs, hp.t_ft, bundle.manifest["topm"]["m"],
+                                         tables=bundle_adapter.stored_topm(bundle, split))
+    return memoize(bundle, ("topm_split", mode, split), make)
 
 
 def _upscaled_png(jpeg: bytes) -> bytes:
@@ -141,23 +135,22 @@ def test_splits(bundle: Bundle) -> list[str]:
     return bundle.split_names("id_test") + bundle.split_names("ood")
 
 
-def static_table(bundle: Bundle, mode: str) -> dict:
-    """The results table with the tuned selection ({method: {split: {acc, lo, hi}}}), as precompute
-    stored it (manifest `results`), or computed from the live tables for bundles without it. The
-    pages take the VRF row from the live view instead."""
+def results_rows(bundle: Bundle, mode: str) -> dict:
+    """The stored results table with the tuned hyperparameters ({method: {split: {acc, lo, hi}}});
+    the pages take the VRF row from the live view instead."""
+    return bundle.manifest["results"][mode]["rows"]
+
+
+def stored_curves(bundle: Bundle, mode: str) -> dict[str, dict[str, np.ndarray]]:
+    """The stored trade-off curves: method (OSE, OSE (calibrated), WSE) -> test split -> accuracy at each
+    of the bundle's ose_alphas (WSE: wse_alphas)."""
     def make() -> dict:
-        stored = (bundle.manifest.get("results") or {}).get(mode)
-        if stored is not None:
-            return stored["rows"]
-        with st.spinner("Computing the results table and its bootstrap intervals…"):
-            sel, names = selection(bundle, mode), test_splits(bundle)
-            preds = {s: method_preds(live_split(bundle, mode, s), sel, wse_preds(bundle, s), bundle.wse_alphas)
-                     for s in names}
-            return score_table(preds, [split_data(bundle, s) for s in names])
-    return memoize(bundle, ("results", mode), make)
+        return {method: {s: np.asarray(c) for s, c in per_split.items()}
+                for method, per_split in bundle.manifest["curves"].get(mode, {}).items()}
+    return memoize(bundle, ("curves", mode), make)
 
 
-# ---- the live state ------------------------------------------------------------------------
+# ---- the live view: every split under the current controls ----------------------------------
 
 @dataclass
 class SplitView:
@@ -179,7 +172,9 @@ class SplitView:
 
 
 @dataclass
-class Live:
+class LiveView:
+    """Every split under the controls' current parameters (VRF recomputed in `ms` milliseconds)."""
+
     params: VRFParams
     views: dict[str, SplitView]
     ms: float
@@ -189,11 +184,11 @@ class Live:
         return float(np.mean([v.accuracy(method) for v in ood])) if ood else float("nan")
 
 
-def _compute_live(bundle: Bundle, mode: str, params: VRFParams) -> Live:
+def _compute_live_view(bundle: Bundle, mode: str, params: VRFParams) -> LiveView:
     start = time.perf_counter()
     views = {}
     for split in eval_splits(bundle):
-        ls = live_split(bundle, mode, split)
+        ls = topm_split(bundle, mode, split)
         preds = {"zero-shot": ls.model_preds("zs"), "fine-tuned": ls.model_preds("ft"), "VRF": ls.vrf_preds(params)}
         views[split] = SplitView(split, ls.split.role, ls.labels,
                                  kth_distance(ls.split.knn_sqdist, params.k, params.scale), ls.vrf_weights(params),
@@ -202,10 +197,10 @@ def _compute_live(bundle: Bundle, mode: str, params: VRFParams) -> Live:
         d = kth_distance(array(bundle, split, "knn_sqdist"), params.k, params.scale)
         views[split] = SplitView(split, bundle.splits[split]["role"], array(bundle, split, "labels"), d,
                                  weight(d, params.a, params.b, params.rule))
-    return Live(params, views, 1000 * (time.perf_counter() - start))
+    return LiveView(params, views, 1000 * (time.perf_counter() - start))
 
 
-def live(bundle: Bundle, mode: str, params: VRFParams) -> Live:
+def live_view(bundle: Bundle, mode: str, params: VRFParams) -> LiveView:
     """Distances, weights and predictions of every split for the current controls (the last few
     parameter sets are kept)."""
-    return memoize(bundle, ("live", mode, params), lambda: _compute_live(bundle, mode, params), keep=32)
+    return memoize(bundle, ("live_view", mode, params), lambda: _compute_live_view(bundle, mode, params), keep=32)

@@ -13,17 +13,14 @@ import streamlit as st
 from dashboard import data
 from dashboard.export import show_table
 from dashboard.sidebar import Context
+from dashboard.theme import distance_unit
 from vrf_core.analysis import top_k
-from vrf_core.live import softmax_rows
+from vrf_core.topm import softmax_rows
 
 COLUMNS = 3
 PAGE_SIZE = 12
 NEIGHBOURS_SHOWN = 8
 SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF"}
-
-
-def unit(ctx: Context) -> str:
-    return "d²" if ctx.params.scale == "squared" else "d"
 
 
 def verdicts(view: data.SplitView, i: int) -> str:
@@ -50,17 +47,17 @@ def grid(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
     start = (page - 1) * PAGE_SIZE
     c2.caption(f"Showing {start + 1}–{min(start + PAGE_SIZE, len(items))} of {len(items):,} samples"
                + (f" ({pages} pages)" if pages > 1 else ""))
-    current = st.session_state.get("inspect")
+    current, unit = st.session_state.get("inspect"), distance_unit(ctx.params.scale)
     cols = st.columns(COLUMNS)
     for n, (split, i) in enumerate(items[start:start + PAGE_SIZE]):
-        view = ctx.live.views[split]
+        view = ctx.view.views[split]
         with cols[n % COLUMNS].container(border=True):
             thumb = data.thumbnail(ctx.bundle, split, i)
             if thumb is not None:
                 st.image(thumb, width="stretch")
             name = ctx.bundle.split_classnames(split)[view.labels[i]]
             st.markdown(f"**{name}** <small style='color:grey'>{split} #{i}</small>", unsafe_allow_html=True)
-            st.caption(f"{verdicts(view, i)}  \n{unit(ctx)} = {view.d[i]:.3f} · w = {view.w[i]:.2f}")
+            st.caption(f"{verdicts(view, i)}  \n{unit} = {view.d[i]:.3f} · w = {view.w[i]:.2f}")
             st.button("Inspect", key=f"{key}-inspect-{split}-{i}", on_click=_inspect, args=((split, i),),
                       type="primary" if current == (split, i) else "secondary", width="stretch")
 
@@ -68,20 +65,20 @@ def grid(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
 def _probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
     """The probabilities that enter the mixture (temperature-scaled when calibration is on)."""
     sd = data.split_data(ctx.bundle, split)
-    t_zs, t_ft = (ctx.sel.t_zs, ctx.sel.t_ft) if ctx.params.calibrate else (1.0, 1.0)
+    t_zs, t_ft = (ctx.hp.t_zs, ctx.hp.t_ft) if ctx.params.calibrate else (1.0, 1.0)
     p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
-    w = ctx.live.views[split].w[i]
+    w = ctx.view.views[split].w[i]
     return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs}
 
 
 def inspector(ctx: Context) -> None:
     item = st.session_state.get("inspect")
-    if item is None or item[0] not in ctx.live.views or not ctx.live.views[item[0]].preds:
+    if item is None or item[0] not in ctx.view.views or not ctx.view.views[item[0]].preds:
         st.info("Click **Inspect** under an image to see both models' predictions, its weight and its nearest "
                 "zero-shot failure training images.", icon=":material/zoom_in:")
         return
     split, i = item
-    view, names = ctx.live.views[split], ctx.bundle.split_classnames(split)
+    view, names = ctx.view.views[split], ctx.bundle.split_classnames(split)
     refs = data.array(ctx.bundle, split, "refs")
     with st.container(border=True, key="inspector"):
         st.markdown(f"#### {split} #{i}")
@@ -90,7 +87,7 @@ def inspector(ctx: Context) -> None:
         if thumb is not None:
             c1.image(thumb, width="stretch")
         c2.markdown(f"**{names[view.labels[i]]}**  \n{verdicts(view, i)}\n\n"
-                    f"{unit(ctx)} = **{view.d[i]:.3f}** (k = {ctx.params.k})  \n"
+                    f"{distance_unit(ctx.params.scale)} = **{view.d[i]:.3f}** (k = {ctx.params.k})  \n"
                     f"w = **{view.w[i]:.3f}** on the fine-tuned model")
         c2.caption(f"`{refs[i]}`")
 
@@ -103,7 +100,7 @@ def inspector(ctx: Context) -> None:
         st.markdown("**Top-5 classes of each model** (✓ = true label)")
         show_table(table, "inspector-top5", f"{split}-{i}-top5", hide_index=True, width="stretch", column_config=bar)
         if ctx.params.calibrate:
-            st.caption(f"Temperature-scaled: T_zs = {ctx.sel.t_zs:.2f}, T_ft = {ctx.sel.t_ft:.2f}; "
+            st.caption(f"Temperature-scaled: T_zs = {ctx.hp.t_zs:.2f}, T_ft = {ctx.hp.t_ft:.2f}; "
                        f"VRF = {view.w[i]:.2f} · fine-tuned + {1 - view.w[i]:.2f} · zero-shot.")
         neighbours(ctx, split, i)
 
@@ -130,7 +127,7 @@ def neighbours(ctx: Context, split: str, i: int) -> None:
             if thumb is not None:
                 st.image(thumb, width="stretch")
             said = f"  \nZS said {names[preds_zs[j]]}" if preds_zs is not None else ""
-            st.caption(f"**{names[labels[j]]}**{said}  \n{unit(ctx)} {dist[n]:.3f}")
+            st.caption(f"**{names[labels[j]]}**{said}  \n{distance_unit(ctx.params.scale)} {dist[n]:.3f}")
 
 
 # The inspector stays in view (and scrolls by itself) while the grid beside it scrolls.

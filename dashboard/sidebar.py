@@ -19,33 +19,29 @@ import numpy as np
 import streamlit as st
 
 from dashboard import data
-from dashboard.theme import dataset_colors
+from dashboard.theme import dataset_colors, distance_unit, scale_label
 from vrf_core.analysis import convert_scale
 from vrf_core.bundle import Bundle, BundleError, find_bundles
-from vrf_core.evaluate import Selection, VRFParams
+from vrf_core.evaluate import Hyperparameters, VRFParams
 from vrf_core.weights import RULES, SCALES, kth_distance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODES = {"validation": "validation split", "oracle": "ID test (oracle)"}
-SCALE_LABELS = {"squared": "squared L2 (d²)", "l2": "L2 (d)"}
 CONTROLS = ("a", "b", "k", "rule", "scale", "cal")
 
 
 @dataclass
 class Context:
-    """What every page needs: the open bundle, the tuned selection and the live view."""
+    """What every page needs: the open bundle, the hyperparameters tuned in `mode`, the controls' current
+    VRF parameters and every split's view under them."""
 
     root: Path
     bundle: Bundle
     mode: str
-    sel: Selection
+    hp: Hyperparameters
     params: VRFParams
-    live: data.Live
+    view: data.LiveView
     colors: dict[str, str]
-
-    @property
-    def tuned(self) -> VRFParams:
-        return self.sel.vrf
 
 
 def context() -> Context:
@@ -97,8 +93,8 @@ def _clip(values: dict, ranges: dict) -> dict:
 
 # ---- state <-> tuned values and URL ------------------------------------------------------
 
-def tuned_values(sel: Selection) -> dict:
-    p = sel.vrf
+def tuned_values(hp: Hyperparameters) -> dict:
+    p = hp.vrf
     return {"a": p.a, "b": p.b, "k": p.k, "rule": p.rule, "scale": p.scale, "cal": p.calibrate}
 
 
@@ -121,8 +117,8 @@ def _url_values() -> dict:
     return out
 
 
-def _apply(values: dict, bundle: Bundle, sel: Selection) -> None:
-    values = _clip(values, control_ranges(bundle, values["scale"], sel.vrf))
+def _apply(values: dict, bundle: Bundle, hp: Hyperparameters) -> None:
+    values = _clip(values, control_ranges(bundle, values["scale"], hp.vrf))
     for name in CONTROLS:
         st.session_state[name] = values[name]
     st.session_state["_scale_prev"] = values["scale"]
@@ -130,20 +126,20 @@ def _apply(values: dict, bundle: Bundle, sel: Selection) -> None:
 
 def set_controls(ctx: Context, **changes) -> None:
     """For widget callbacks (e.g. a click on a curve): change some controls, clipped to their ranges."""
-    _apply({**{n: st.session_state[n] for n in CONTROLS}, **changes}, ctx.bundle, ctx.sel)
+    _apply({**{n: st.session_state[n] for n in CONTROLS}, **changes}, ctx.bundle, ctx.hp)
 
 
 def _reset_to_validation(bundle: Bundle) -> None:
     st.session_state["mode"] = "validation"
-    sel = data.selection(bundle, "validation")
-    _apply(tuned_values(sel), bundle, sel)
+    hp = data.hyperparameters(bundle, "validation")
+    _apply(tuned_values(hp), bundle, hp)
 
 
-def _on_scale_change(bundle: Bundle, sel: Selection) -> None:
+def _on_scale_change(bundle: Bundle, hp: Hyperparameters) -> None:
     """Keep the weight curve in place when the distance scale flips (a and b change units)."""
     ss = st.session_state
     a, b = convert_scale(ss["a"], ss["b"], ss["_scale_prev"], ss["scale"])
-    _apply({**{n: ss[n] for n in CONTROLS}, "a": a, "b": b}, bundle, sel)
+    _apply({**{n: ss[n] for n in CONTROLS}, "a": a, "b": b}, bundle, hp)
 
 
 def _write_url(bundle_label: str, mode: str, p: VRFParams) -> None:
@@ -172,10 +168,10 @@ def pick_bundle(root: Path) -> Path | None:
 
 def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
     ss, side = st.session_state, st.sidebar
-    modes = [m for m in MODES if m in (bundle.manifest.get("selection") or {})]
+    modes = [m for m in MODES if m in (bundle.manifest.get("hyperparameters") or {})]
     if not modes:
-        raise BundleError(f"{bundle.path / 'manifest.json'}: no 'selection' of tuned hyperparameters; "
-                          "rebuild the bundle with precompute")
+        raise BundleError(f"{bundle.path / 'manifest.json'}: no tuned 'hyperparameters' for "
+                          f"{' or '.join(MODES)}; rebuild the bundle with precompute")
     first = "_controls_for" not in ss
     if any(name not in ss for name in CONTROLS):  # dropped while no bundle was shown
         ss.pop("_controls_for", None)
@@ -184,13 +180,13 @@ def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
     mode = side.radio("Hyperparameters tuned on", modes, key="mode", format_func=MODES.get, horizontal=True,
                       help="Temperatures, OSE/WSE alpha and the starting a, b, k come from this split. "
                            "The oracle (tuned on ID test) is only for comparison with the paper.")
-    sel = data.selection(bundle, mode)
+    hp = data.hyperparameters(bundle, mode)
     if ss.get("_controls_for") != (bundle_label, mode):
         url = _url_values() if first else {}
-        _apply({**tuned_values(sel), **url}, bundle, sel)
+        _apply({**tuned_values(hp), **url}, bundle, hp)
         ss["_controls_for"] = (bundle_label, mode)
-    ranges = control_ranges(bundle, ss["scale"], sel.vrf)
-    unit = "d²" if ss["scale"] == "squared" else "d"
+    ranges = control_ranges(bundle, ss["scale"], hp.vrf)
+    unit = distance_unit(ss["scale"])
 
     side.markdown("**VRF weight** w(x) on the fine-tuned model")
     side.slider(f"a: centre ({unit})", *ranges["a"], step=0.001, format="%.3f", key="a",
@@ -203,18 +199,18 @@ def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
                      f"{bundle.manifest.get('zsf', {}).get('k_rule_value', '?')}).")
     side.radio("Weight rule", RULES, key="rule", horizontal=True,
                help="sigmoid: 1/(1+exp((d-a)/b)); linear: clamped ramp of width 2b; binary: 1[d < a].")
-    side.radio("Distance scale", SCALES, key="scale", format_func=SCALE_LABELS.get, horizontal=True,
-               on_change=_on_scale_change, args=(bundle, sel),
+    side.radio("Distance scale", SCALES, key="scale", format_func=scale_label, horizontal=True,
+               on_change=_on_scale_change, args=(bundle, hp),
                help="The paper's defaults (a = 1.5, b = 0.6) are on the squared scale. Switching converts a "
                     "and b so the weight curve stays in place.")
     side.toggle("Temperature-calibrate both models", key="cal",
-                help=f"Softmax temperatures fitted on {sel.tuned_on}: T_zs = {sel.t_zs:.2f}, T_ft = {sel.t_ft:.2f}.")
+                help=f"Softmax temperatures fitted on {hp.tuned_on}: T_zs = {hp.t_zs:.2f}, T_ft = {hp.t_ft:.2f}.")
     ss["_scale_prev"] = ss["scale"]
     params = VRFParams(float(ss["a"]), float(ss["b"]), int(ss["k"]), ss["rule"], ss["scale"], bool(ss["cal"]))
 
-    t = sel.vrf
-    side.caption(f"Tuned on **{sel.tuned_on}**: a = {t.a:.3f}, b = {t.b:.3f}, k = {t.k}, {t.rule}, "
-                 f"{SCALE_LABELS[t.scale]}" + ("" if params == t else " · *controls changed*"))
+    t = hp.vrf
+    side.caption(f"Tuned on **{hp.tuned_on}**: a = {t.a:.3f}, b = {t.b:.3f}, k = {t.k}, {t.rule}, "
+                 f"{scale_label(t.scale)}" + ("" if params == t else " · *controls changed*"))
     side.button("Reset to validation-tuned", key="reset", on_click=_reset_to_validation, args=(bundle,),
                 icon=":material/restart_alt:", width="stretch")
     return mode, params
@@ -231,8 +227,9 @@ def render(root: Path) -> Context | None:
     mode, params = controls(bundle, label)
     _write_url(label, mode, params)
     with st.spinner(f"Re-weighting {bundle.name} (the first time builds its caches)…", show_time=True):
-        view = data.live(bundle, mode, params)
-    return Context(root, bundle, mode, data.selection(bundle, mode), params, view, dataset_colors(bundle.splits))
+        view = data.live_view(bundle, mode, params)
+    return Context(root, bundle, mode, data.hyperparameters(bundle, mode), params, view,
+                   dataset_colors(bundle.splits))
 
 
 class LatencyLine:
@@ -246,6 +243,6 @@ class LatencyLine:
         total = 1000 * (time.perf_counter() - self.start)
         if ctx is None:
             return
-        n = sum(len(v.labels) for v in ctx.live.views.values() if v.preds)
-        st.sidebar.caption(f":material/timer: VRF recompute **{ctx.live.ms:.0f} ms** ({n:,} evaluation samples) · "
+        n = sum(len(v.labels) for v in ctx.view.views.values() if v.preds)
+        st.sidebar.caption(f":material/timer: VRF recompute **{ctx.view.ms:.0f} ms** ({n:,} evaluation samples) · "
                           f"page update **{total:.0f} ms**")

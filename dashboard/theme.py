@@ -1,7 +1,8 @@
-"""One colour per method and per dataset, shared by every page, plus the plot styling."""
+"""One colour per method and per dataset, shared by every page, the distance labels, plus the plot styling."""
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 METHOD_COLORS = {
@@ -10,11 +11,11 @@ METHOD_COLORS = {
     "WSE": "#54A24B",
     "OSE": "#B279A2",
     "OSE (calibrated)": "#72B7B2",
-    "select: msp": "#9D9D9D",
-    "select: energy": "#8C6D31",
-    "select: mahalanobis": "#BCBD22",
-    "select: knn": "#6B6ECF",
-    "select: relative_mahalanobis": "#AD494A",
+    "route: msp": "#9D9D9D",
+    "route: energy": "#8C6D31",
+    "route: mahalanobis": "#BCBD22",
+    "route: knn": "#6B6ECF",
+    "route: relative_mahalanobis": "#AD494A",
     "VRF": "#E45756",
 }
 
@@ -28,6 +29,23 @@ OOD_AVG_COLOR = "#6A3D9A"
 
 CORRECTNESS_COLORS = {"both right": "#4C9F70", "only VRF right": "#1F77B4", "only VRF wrong": "#E45756",
                       "both wrong": "#BDBDBD", "ZSF member": "#262626"}
+
+SCALE_NAMES = {"squared": "squared L2", "l2": "L2"}
+
+
+def distance_unit(scale: str) -> str:
+    """The symbol of the kNN distance on a scale: "d²" (squared L2) or "d" (L2)."""
+    return "d²" if scale == "squared" else "d"
+
+
+def distance_words(scale: str) -> str:
+    """The kNN distance in words, e.g. "squared L2 distance"."""
+    return f"{SCALE_NAMES[scale]} distance"
+
+
+def scale_label(scale: str) -> str:
+    """The scale with its symbol, e.g. "squared L2 (d²)" (the sidebar's choice and captions)."""
+    return f"{SCALE_NAMES[scale]} ({distance_unit(scale)})"
 
 
 def method_color(method: str) -> str:
@@ -63,3 +81,19 @@ def vline(fig: go.Figure, x: float, text: str, dash: str = "dot") -> None:
     fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color="black", width=1, dash=dash))
     fig.add_annotation(x=x, y=1, yref="paper", text=text, showarrow=False, xanchor="left", yanchor="bottom",
                        font=dict(size=12))
+
+
+LOGIT_TICKS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98,
+               0.99, 0.995)
+
+
+def accuracy_axis(acc, logit: bool) -> np.ndarray:
+    """Accuracies in axis units: percent, or their logit (the WiSE-FT convention: frontiers closer to lines)."""
+    acc = np.clip(np.asarray(acc, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.log(acc / (1 - acc)) if logit else 100 * acc
+
+
+def logit_ticks(shown: list[float]) -> dict:
+    """Ticks labelled in percent for a logit-scaled accuracy axis spanning `shown` ([lo, hi] in logits)."""
+    ticks = [t for t in LOGIT_TICKS if shown[0] - 0.3 <= np.log(t / (1 - t)) <= shown[1] + 0.3]
+    return dict(tickvals=[np.log(t / (1 - t)) for t in ticks], ticktext=[f"{100 * t:g}" for t in ticks])

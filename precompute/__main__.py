@@ -1,14 +1,27 @@
-"""Command line: python -m precompute {demo,run,report,gc,synthetic} ..."""
+"""Command line: python -m precompute {demo,run,report,check,gc,synthetic} ...
+
+A user error (a wrong config, dataset, checkpoint or bundle, a missing file, a full disk) is one line
+`error: ...` on stderr and exit status 2; anything else is an internal error: one line naming it and
+the file that holds its traceback, exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
+# OSErrors that mean a file the user named is missing, unreadable or cannot be written
+USER_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT,
+               errno.EROFS, errno.ENAMETOOLONG)
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m precompute",
                                      description="Build and inspect VRF run bundles.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -23,63 +36,124 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="machine-readable output (keys: see precompute/report.py)")
     p.add_argument("--oracle", action="store_true", help="hyperparameters tuned on the ID test split (paper protocol)")
     p.add_argument("--verify", action="store_true", help="recompute every file's sha256 against the manifest first")
+    p.add_argument("--recompute", action="store_true",
+                   help="derive the table again from the bundle's arrays and say whether it agrees")
+    p = sub.add_parser("check", help="verify every file of a bundle against its manifest")
+    p.add_argument("bundle")
     p = sub.add_parser("gc", help="remove the cached stages and checkpoints the last completed run did not use")
     p.add_argument("out", help="a run's output folder (run.out)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p = sub.add_parser("synthetic", help="a seeded synthetic bundle (arrays from a generative model, no images)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def execute(args: argparse.Namespace) -> int:
+    """Runs one subcommand; returns its exit status."""
+    from vrf_core.bundle import open_bundle
+
+    t0 = time.perf_counter()
+    if args.command == "run":
+        from precompute.config import load_config
+
+        cfg = load_config(args.config)  # every value checked before the pipeline (and torch's models) load
+        from precompute.pipeline import run
+
+        bundle = run(cfg)
+        if bundle is not None:
+            from precompute.report import print_report
+
+            print_report(bundle, "validation", False)
+    elif args.command == "demo":
+        from precompute.demo import build_demo
+
+        bundle = build_demo(Path(args.out), small=args.small)
+        print(f"demo bundle built in {time.perf_counter() - t0:.0f} s: {args.out}", file=sys.stderr)
+        if not args.no_report:
+            from precompute.report import print_report
+
+            print_report(bundle, "validation", False)
+    elif args.command == "report":
+        from precompute.report import print_report
+
+        return print_report(open_bundle(args.bundle, verify=args.verify), "oracle" if args.oracle else "validation",
+                            args.json, recompute=args.recompute)
+    elif args.command == "check":
+        bundle = open_bundle(args.bundle, verify=True)
+        print(f"{args.bundle}: schema {bundle.manifest['schema_version']}, {len(bundle.manifest['files'])} files "
+              "verified")
+    elif args.command == "gc":
+        from precompute.gc import collect
+
+        done = collect(args.out, args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for folder in done.removed:
+            print(f"{verb} {folder}")
+        print(f"{verb} {len(done.removed)} folder(s), {done.freed_bytes / 2**20:.1f} MiB; kept {len(done.kept)} "
+              "used by the last run", file=sys.stderr)
+    elif args.command == "synthetic":
+        from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
+
+        write_synthetic_bundle(args.out, SyntheticSpec(seed=args.seed))
+    return 0
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The ValueErrors raised for wrong input; each message already names the file, the field and the fix."""
     from precompute.assemble import AssembleError
     from precompute.config import ConfigError
     from precompute.gc import GcError
-    from vrf_core.bundle import BundleError, open_bundle
+    from vrf_core.bundle import BundleError
     from vrf_core.data import DatasetError
+    from vrf_core.filesafe import UnsafePathError
     from vrf_core.models import ModelError
 
-    t0 = time.perf_counter()
+    return AssembleError, ConfigError, GcError, BundleError, DatasetError, UnsafePathError, ModelError
+
+
+def os_error_message(exc: OSError) -> str:
+    """'path: reason' (DiskFullError's reason already names the file and the fix)."""
+    from vrf_core.filesafe import DiskFullError
+
+    if isinstance(exc, DiskFullError) or not exc.filename:
+        return exc.strerror or str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
+def report_crash(exc: BaseException) -> int:
+    """An internal error: its full traceback goes to a file, stderr gets one line naming both."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"vrf-lab-crash-{stamp}-{os.getpid()}.txt"
+    details = f"python -m precompute {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
     try:
-        if args.command == "run":
-            from precompute.config import load_config
-            from precompute.pipeline import run
+        path.write_text(details)
+    except OSError:
+        print(details, file=sys.stderr)  # nowhere to put it: show it rather than lose it
+        return 1
+    first_line = (str(exc).splitlines() or [""])[0]
+    print(f"internal error: {type(exc).__name__}: {first_line} (full traceback in {path})",
+          file=sys.stderr)
+    return 1
 
-            bundle = run(load_config(args.config))
-            if bundle is not None:
-                from precompute.report import print_report
 
-                print_report(bundle, "validation", False)
-        elif args.command == "demo":
-            from precompute.demo import build_demo
-
-            bundle = build_demo(Path(args.out), small=args.small)
-            print(f"demo bundle built in {time.perf_counter() - t0:.0f} s: {args.out}", file=sys.stderr)
-            if not args.no_report:
-                from precompute.report import print_report
-
-                print_report(bundle, "validation", False)
-        elif args.command == "report":
-            from precompute.report import print_report
-
-            print_report(open_bundle(args.bundle, verify=args.verify), "oracle" if args.oracle else "validation",
-                         args.json)
-        elif args.command == "gc":
-            from precompute.gc import collect
-
-            done = collect(args.out, args.dry_run)
-            verb = "would remove" if args.dry_run else "removed"
-            for folder in done.removed:
-                print(f"{verb} {folder}")
-            print(f"{verb} {len(done.removed)} folder(s), {done.freed_bytes / 2**20:.1f} MiB; kept {len(done.kept)} "
-                  "used by the last run", file=sys.stderr)
-        elif args.command == "synthetic":
-            from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
-
-            write_synthetic_bundle(args.out, SyntheticSpec(seed=args.seed))
-    except (AssembleError, ConfigError, BundleError, DatasetError, ModelError, GcError) as exc:
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return execute(args)
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            return report_crash(exc)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return report_crash(exc)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """From extracted arrays to a finished bundle: ZSF set, kNN distances, selective
-scores, the embedding map, hyperparameter selection, manifest.
+scores, the embedding map, manifest; then everything derived (vrf_core.derive).
 
 Shared by the real pipeline (`precompute run`, `precompute demo`) and by the
 synthetic bundles of the benchmarks, so every bundle is finished the same way.
@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.derived import derive
-from vrf_core.bundle import Bundle, BundleWriter, atomic_save_npy, atomic_write_json, kill_point, open_bundle
+from vrf_core.bundle import Bundle, BundleWriter, open_bundle
+from vrf_core.bundle_adapter import rederive
 from vrf_core.data import ClassProjection
-from vrf_core.evaluate import Selection, default_k_values, select
+from vrf_core.filesafe import atomic_save_npy, atomic_write_json, kill_point
 from vrf_core.knn import knn_sqdist
 from vrf_core.progress import log, progress
-from vrf_core.selective import GaussianFit
+from vrf_core.projection import project_logits
+from vrf_core.routing import GaussianFit
 from vrf_core.weights import k_from_rule
 from vrf_core.zsf import zsf_mask
 
@@ -121,7 +122,7 @@ class Extracted:
     features_zs: np.ndarray | None = None
     logits_zs: np.ndarray | None = None
     logits_ft: np.ndarray | None = None
-    logits_wse: np.ndarray | None = None
+    preds_wse: np.ndarray | None = None  # (A, N) argmax of the WSE logits at each alpha, projected
     preds_zs: np.ndarray | None = None
     preds_ft: np.ndarray | None = None
     thumbs: list[bytes] | None = None
@@ -165,8 +166,15 @@ def _versions() -> dict:
 
 
 # Part of the assemble stage's key: bump when assemble writes different arrays from the same inputs
-# (2: predictions, live tables and results tables), so that existing bundles are brought up to date.
-ASSEMBLE_FORMAT = 2
+# (2: predictions, top-m tables and results tables; 3: bundle schema 2), so that existing bundles are
+# brought up to date by the next run.
+ASSEMBLE_FORMAT = 3
+
+
+def wse_predictions(logits_per_alpha: list[np.ndarray], projection: ClassProjection | None) -> np.ndarray:
+    """(A, N) int32 argmax of each alpha's WSE logits, projected to the split's classes."""
+    return np.stack([project_logits(np.asarray(z, np.float32), projection).argmax(axis=1)
+                     for z in logits_per_alpha]).astype(np.int32)
 
 
 def compute_embedding(parts: dict[str, np.ndarray], max_points: int, n_neighbors: int,
@@ -207,7 +215,7 @@ def _count_nonfinite(arr: np.ndarray, chunk: int = 1 << 22) -> int:
 
 def check_finite(split: str, ex: Extracted) -> None:
     """NaN or infinite features or logits would silently poison distances, calibration and accuracies."""
-    for what in ("features_ft", "features_zs", "logits_zs", "logits_ft", "logits_wse"):
+    for what in ("features_ft", "features_zs", "logits_zs", "logits_ft"):
         arr = getattr(ex, what)
         bad = _count_nonfinite(arr) if arr is not None else 0
         if bad:
@@ -249,30 +257,30 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
     writer = BundleWriter(out_dir)
     try:
         manifest = {"name": name, **_write_arrays(writer, train, evals, settings, manifest_extra, zsf_thumbs, cache)}
-        # 5. Hyperparameters chosen on the ID validation split; the oracle on ID test, for comparison.
-        staged = writer.staged(manifest)
-        k_values = default_k_values(manifest["zsf"]["k_rule_value"], manifest["ensemble"]["k_max"])
-        for mode, role in (("validation", "id_val"), ("oracle", "id_test")):
-            names = staged.split_names(role)
-            if names:
-                log(f"selecting hyperparameters on {names[0]} ({mode})")
-                sel = select(staged.split_data(names[0]), settings.wse_alphas, settings.ose_alphas, k_values,
-                             settings.weight_rule, settings.distance, settings.calibration)
-                manifest["selection"][mode] = sel.to_json()
-        # 6. Predictions, live tables and results tables, so readers need not touch the logits.
-        selections = {mode: Selection.from_json(j) for mode, j in manifest["selection"].items()}
-        manifest.update(derive(writer.staged(manifest), writer, selections))
-        writer.finalize(manifest)
+        return finish(writer, manifest)
     except BaseException:
         writer.abort()
         raise
-    return open_bundle(out_dir)
+
+
+def finish(writer: BundleWriter, manifest: dict) -> Bundle:
+    """Derive everything from the staged arrays (vrf_core.derive: hyperparameters, predictions, top-m
+    tables, results, curves), stage it, and move the bundle into place."""
+    log("tuning hyperparameters and deriving predictions, top-m tables, results and curves")
+    t0 = time.perf_counter()
+    derived = rederive(writer.staged(manifest))
+    for split, arrays in derived.arrays.items():
+        for name, arr in arrays.items():
+            writer.put(split, name, arr)
+    writer.finalize({**manifest, **derived.manifest()})
+    log(f"derived in {time.perf_counter() - t0:.1f} s")
+    return open_bundle(writer.root)
 
 
 def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extracted], settings: AssembleSettings,
                   manifest_extra: dict, zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None,
                   cache: StageCache) -> dict:
-    """Stage every array; returns the manifest (without the selection)."""
+    """Stage every array; returns the manifest (without the derived keys)."""
     rng = np.random.default_rng(settings.seed)
     num_classes = len(manifest_extra["classnames"])
     backend = settings.knn_backend
@@ -361,8 +369,8 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
             writer.put(split, arr_name, arr)
         if ex.features_zs is not None:
             writer.put(split, "features_zs", np.asarray(ex.features_zs, np.float16))
-        if ex.logits_wse is not None:
-            writer.put(split, "logits_wse", np.asarray(ex.logits_wse, np.float16))
+        if ex.preds_wse is not None:
+            writer.put(split, "preds_wse", np.asarray(ex.preds_wse, np.int32))
         writer.put(split, "score_mahalanobis", gauss.mahalanobis(feats).astype(np.float32))
         writer.put(split, "score_relative_mahalanobis", gauss.relative_mahalanobis(feats).astype(np.float32))
         writer.put(split, "score_knn", np.asarray(dist["score_knn"], np.float32))
@@ -410,6 +418,5 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
                      "weight_rule": settings.weight_rule},
         "embedding": embedding,
         "versions": _versions(),
-        "selection": {},
         **manifest_extra,
     }

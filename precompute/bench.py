@@ -4,7 +4,7 @@ Every figure is measured in the same run against the straightforward implementat
 and printed as one markdown table (results and the machine: docs/benchmarks.md):
 
 - live:    the six test sets' VRF accuracy after a change of a, b, k, rule or calibration;
-           vrf_core.live against the full N x C mixtures of vrf_core.evaluate, the
+           vrf_core.topm against the full N x C mixtures of vrf_core.evaluate, the
            predictions of both compared on every sample of every timed call
 - curves:  OSE over 11 alphas + VRF over 20 values of a, same comparison
 - knn:     exact kNN of evaluation samples to the ZSF set: vrf_core.knn's torch path against
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from vrf_core.data import ClassProjection
-from vrf_core.evaluate import ROLES_EVAL, Selection, SplitData, VRFParams, select, vrf_preds
+from vrf_core.evaluate import ROLES_EVAL, Hyperparameters, SplitData, VRFParams, select, vrf_preds
 from vrf_core.projection import project_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +275,7 @@ def write_workload(path: Path, sc: Scale) -> Path:
         "versions": _versions(),
     }
     # As precompute does: predictions, live tables and results tables (precompute/derived.py).
-    selections = {mode: Selection.from_json(j) for mode, j in selection.items()}
+    selections = {mode: Hyperparameters.from_json(j) for mode, j in selection.items()}
     manifest.update(derive(writer.staged(manifest), writer, selections))
     writer.finalize(manifest)
     print(f"wrote the benchmark bundle {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -317,7 +317,7 @@ def _splits(path: Path, mode: str = "validation"):
     from vrf_core.bundle import open_bundle
 
     bundle = open_bundle(path)
-    sel = Selection.from_json(bundle.manifest["selection"][mode])
+    sel = Hyperparameters.from_json(bundle.manifest["selection"][mode])
     names = bundle.split_names("id_test") + bundle.split_names("ood")
     return bundle, sel, [bundle.split_data(n) for n in names]
 
@@ -335,12 +335,12 @@ def accuracies(preds: list[np.ndarray], splits: list[SplitData]) -> list[float]:
 
 
 def bench_live(path: Path, repeats: int, m: int) -> list[Row]:
-    from vrf_core.live import LiveSplit, ose_curve, vrf_curve
+    from vrf_core.topm import TopMSplit, ose_curve, vrf_curve
 
     _, sel, splits = _splits(path)
     temps = (sel.t_zs, sel.t_ft)
     t0 = time.perf_counter()
-    lives = [LiveSplit.from_split_data(s, *temps, m=m) for s in splits]
+    lives = [TopMSplit.from_split_data(s, *temps, m=m) for s in splits]
     for live in lives:
         live.mixture_preds(0.5, True)
     build_cal = time.perf_counter() - t0
@@ -482,19 +482,19 @@ def peak_rss_gib() -> float:
 def cold_start(path: Path, mode: str) -> dict:
     """In this (fresh) process: open the bundle and compute what the first chart shows, the
     zero-shot, fine-tuned and VRF accuracy of every evaluation split."""
-    import vrf_core.live  # noqa: F401  (imports are not part of the figure)
+    import vrf_core.topm  # noqa: F401  (imports are not part of the figure)
     from vrf_core.bundle import open_bundle
-    from vrf_core.live import LiveSplit
+    from vrf_core.topm import TopMSplit
 
     rss0 = peak_rss_gib()
     t0 = time.perf_counter()
     bundle = open_bundle(path)
-    sel = Selection.from_json(bundle.manifest["selection"]["validation"])
+    sel = Hyperparameters.from_json(bundle.manifest["selection"]["validation"])
     accs = {}
     for name in bundle.split_names(*ROLES_EVAL):
         if mode == "fast":  # as the dashboard: the stored live tables, the logits left unread
             split = bundle.split_data(name, wse=False, lazy=True)
-            live = LiveSplit.from_split_data(split, sel.t_zs, sel.t_ft, tables=bundle.live_tables(name))
+            live = TopMSplit.from_split_data(split, sel.t_zs, sel.t_ft, tables=bundle.live_tables(name))
             preds = [live.model_preds("zs"), live.model_preds("ft"), live.vrf_preds(sel.vrf)]
         else:
             split = bundle.split_data(name)
@@ -506,7 +506,7 @@ def cold_start(path: Path, mode: str) -> dict:
     t0 = time.perf_counter()
     if mode == "fast":  # what a bundle written without the stored tables costs: building them here
         for name in bundle.split_names(*ROLES_EVAL):
-            LiveSplit.from_split_data(bundle.split_data(name, wse=False), sel.t_zs, sel.t_ft).tables()
+            TopMSplit.from_split_data(bundle.split_data(name, wse=False), sel.t_zs, sel.t_ft).tables()
     return {"seconds": seconds, "peak_rss_gib": rss, "imports_rss_gib": rss0, "accuracy": accs,
             "build_seconds": time.perf_counter() - t0}
 

@@ -1,8 +1,8 @@
 """The run configuration: a TOML file parsed into dataclasses.
 
 Every section is a dataclass; an unknown key is an error that names the section
-and suggests the closest known key. Relative paths resolve against the config
-file's folder.
+and suggests the closest known key, and every value is checked at parse time
+(precompute/config_checks.py). Relative paths resolve against the config file's folder.
 """
 
 from __future__ import annotations
@@ -104,78 +104,65 @@ class Config:
         return d
 
 
-def _section(cls, raw: Any, where: str):
+def _section(cls, raw: Any, key: str, where: str):
+    """A [section] as its dataclass; an unknown key names the closest known one. Values: config_checks."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table (a [section]), got {type(raw).__name__}")
+        raise ConfigError(f"{where}: {key} must be a table (a [{key}] section), got {type(raw).__name__}")
     known = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
+    for name in raw:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"unknown key {where}.{key}{hint}")
-    try:
-        obj = cls(**raw)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    for f in dataclasses.fields(cls):
-        value = getattr(obj, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{f.name} must be a number, got {value!r}")
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}.{f.name} must be true or false, got {value!r}")
-    return obj
+            raise ConfigError(f"{where}: unknown key {key}.{name}{hint}")
+    return cls(**raw)
 
 
 TOP_LEVEL = ("run", "model", "classes", "data", "finetune", "ensemble", "bundle")
+DATA_ROLES = ("train", "val", "test", "ood")
 
 
-def parse_config(raw: dict, base_dir: Path, where: str = "config") -> Config:
+def _unknown_names(where: str, raw: dict) -> None:
     for key in raw:
         if key not in TOP_LEVEL:
             close = difflib.get_close_matches(key, TOP_LEVEL, n=1)
             hint = f"; did you mean [{close[0]}]?" if close else f"; known sections: {', '.join(TOP_LEVEL)}"
             raise ConfigError(f"{where}: unknown section [{key}]{hint}")
     data = raw.get("data", {})
+    if not isinstance(data, dict) or not isinstance(data.get("ood", {}), dict):
+        raise ConfigError(f"{where}: data must hold tables [data.train], [data.test], [data.val] and "
+                          "[data.ood.<name>]")
     for key in data:
-        if key not in ("train", "val", "test", "ood"):
-            close = difflib.get_close_matches(key, ["train", "val", "test", "ood"], n=1)
+        if key not in DATA_ROLES:
+            close = difflib.get_close_matches(key, DATA_ROLES, n=1)
             hint = f"; did you mean [data.{close[0]}]?" if close else ""
             raise ConfigError(f"{where}: unknown dataset role [data.{key}]{hint} (train, val, test, ood.<name>)")
     for needed in ("train", "test"):
         if needed not in data:
             raise ConfigError(f"{where}: [data.{needed}] is required")
-    model = _section(ModelSection, raw.get("model", {}), "model")
-    if not model.name:
-        raise ConfigError(f"{where}: [model].name is required (an open_clip architecture such as 'ViT-B-16', "
-                          "or 'local-dir:/path/to/folder')")
+
+
+def parse_config(raw: dict, base_dir: Path, where: str = "config") -> Config:
+    """The config as dataclasses, every key and value checked (precompute/config_checks.py) before any
+    model or dataset is opened. `where` names the config in errors."""
+    # config_checks reads class lists through precompute.sources, which imports this module.
+    from precompute.config_checks import check_config
+
+    _unknown_names(where, raw)
+    data = raw["data"]
     cfg = Config(
-        run=_section(RunSection, raw.get("run", {}), "run"),
-        model=model,
-        classes=_section(ClassesSection, raw.get("classes", {}), "classes"),
-        train=_section(DatasetSection, data["train"], "data.train"),
-        test=_section(DatasetSection, data["test"], "data.test"),
-        val=_section(DatasetSection, data["val"], "data.val") if "val" in data else None,
-        ood={n: _section(DatasetSection, d, f"data.ood.{n}") for n, d in data.get("ood", {}).items()},
-        finetune=_section(FinetuneSection, raw.get("finetune", {}), "finetune"),
-        ensemble=_section(EnsembleSection, raw.get("ensemble", {}), "ensemble"),
-        bundle=_section(BundleSection, raw.get("bundle", {}), "bundle"),
+        run=_section(RunSection, raw.get("run", {}), "run", where),
+        model=_section(ModelSection, raw.get("model", {}), "model", where),
+        classes=_section(ClassesSection, raw.get("classes", {}), "classes", where),
+        train=_section(DatasetSection, data["train"], "data.train", where),
+        test=_section(DatasetSection, data["test"], "data.test", where),
+        val=_section(DatasetSection, data["val"], "data.val", where) if "val" in data else None,
+        ood={n: _section(DatasetSection, d, f"data.ood.{n}", where) for n, d in data.get("ood", {}).items()},
+        finetune=_section(FinetuneSection, raw.get("finetune", {}), "finetune", where),
+        ensemble=_section(EnsembleSection, raw.get("ensemble", {}), "ensemble", where),
+        bundle=_section(BundleSection, raw.get("bundle", {}), "bundle", where),
         base_dir=base_dir,
     )
-    if cfg.val is None and cfg.train.val_holdout <= 0:
-        raise ConfigError(f"{where}: give [data.val] or data.train.val_holdout > 0: hyperparameters are tuned on "
-                          "a held-out ID validation split, never on the test set")
-    reserved = {"train", "zsf", "val", "test"}
-    clash = reserved & set(cfg.ood)
-    if clash:
-        raise ConfigError(f"{where}: OOD dataset names {sorted(clash)} are reserved; rename [data.ood.<name>]")
-    if cfg.finetune.mode not in ("e2e", "lpft", "none"):
-        raise ConfigError(f"{where}: finetune.mode must be 'e2e', 'lpft' or 'none', got {cfg.finetune.mode!r}")
-    if cfg.finetune.mode == "none" and not cfg.finetune.checkpoint:
-        raise ConfigError(f"{where}: finetune.mode = 'none' needs finetune.checkpoint (a fine-tuned state dict)")
-    for a in cfg.ensemble.wse_alphas + cfg.ensemble.ose_alphas:
-        if not 0.0 <= float(a) <= 1.0:
-            raise ConfigError(f"{where}: ensemble alphas must lie in [0, 1], got {a}")
+    check_config(cfg, where)
     return cfg
 
 
@@ -184,7 +171,7 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return parse_config(raw, path.resolve().parent, str(path))

@@ -32,14 +32,16 @@ from precompute.assemble import (
     array_digest,
     assemble,
     content_key,
+    wse_predictions,
 )
 from precompute.config import Config
 from precompute.sources import build_datasets, resolve_classnames
-from vrf_core.bundle import Bundle, BundleError, atomic_write_json, kill_point, open_bundle
+from vrf_core.bundle import Bundle, BundleError, open_bundle
 from vrf_core.data import ImageSet, scan_images
 from vrf_core.devices import pick_device
 from vrf_core.distributed import barrier, init_distributed, is_main, world_size
 from vrf_core.extract import extract, jpeg_thumbnail
+from vrf_core.filesafe import atomic_write_json, kill_point
 from vrf_core.finetune import finetune
 from vrf_core.models import (
     ImageClassifier,
@@ -291,10 +293,10 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
         if (out / "manifest.json").exists():
             log(f"rebuilding the bundle: {exc}")
 
-    def wse_logits(ex: dict) -> np.ndarray:
+    def wse_preds(ex: dict, images: ImageSet) -> np.ndarray:
         per_alpha = [ex["logits_zs"] if a == 0.0 else ex["logits_ft"] if a == 1.0 else ex[f"logits_wse_{a}"]
                      for a in alphas]
-        return np.stack([np.asarray(p, np.float16) for p in per_alpha])
+        return wse_predictions(per_alpha, images.projection)
 
     train_ex = Extracted(role="id_train", labels=ex_train["labels"], refs=np.array(train.refs),
                          features_ft=ex_train["features_ft"], preds_zs=ex_train["preds_zs"],
@@ -305,7 +307,7 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
         eval_ex[s] = Extracted(
             role=role, labels=ex["labels"], refs=np.array(images.refs), features_ft=ex["features_ft"],
             features_zs=ex["features_zs"], logits_zs=ex["logits_zs"], logits_ft=ex["logits_ft"],
-            logits_wse=wse_logits(ex) if alphas else None, thumbs=ex.get("thumbs"),
+            preds_wse=wse_preds(ex, images) if alphas else None, thumbs=ex.get("thumbs"),
             classnames=images.classnames if images.projection is not None else None, projection=images.projection,
             source={"root": images.root, **images.notes})
 

@@ -1,46 +1,36 @@
-"""`precompute report`: the results table of a bundle, recomputed from its own arrays.
+"""`precompute report`: the results table a bundle stores; `--recompute` derives it again from
+the bundle's arrays (vrf_core.derive, the function precompute stored it with) and says
+whether the two agree.
 
 JSON output (`--json`):
-  bundle        path of the bundle
-  mode          "validation" (hyperparameters tuned on the id_val split) or "oracle" (tuned on id_test)
-  tuned_on      the split the hyperparameters were chosen on
-  selection     the chosen hyperparameters: t_zs, t_ft, wse_alpha, ose_alpha, ose_cal_alpha,
-                vrf {a, b, k, rule, scale, calibrate}, selective_thresholds {score: threshold}
-  columns       split names in table order (id_val, id_test, ood...), then "OOD avg"
-  rows          {method: {column: {"acc": float, "lo": float, "hi": float}}}; accuracies in [0, 1],
-                lo/hi the 95% bootstrap interval (absent for "OOD avg")
+  bundle           path of the bundle
+  mode             "validation" (hyperparameters tuned on the id_val split) or "oracle" (tuned on id_test)
+  tuned_on         the split the hyperparameters were chosen on
+  hyperparameters  t_zs, t_ft, wse_alpha, ose_alpha, ose_cal_alpha, vrf {a, b, k, rule, scale, calibrate},
+                   routing_thresholds {score: threshold}
+  columns          split names in table order (id_val, id_test, ood...), then "OOD avg"
+  rows             {method: {column: {"acc": float, "lo": float, "hi": float}}}; accuracies in [0, 1],
+                   lo/hi the 95% bootstrap interval (absent for "OOD avg")
+  recomputed       with --recompute: {"agrees": bool, "differences": [sentence, ...]}
 """
 
 from __future__ import annotations
 
 import json
+import time
 
-from precompute.derived import eval_split_names
 from vrf_core.bundle import Bundle, BundleError
-from vrf_core.evaluate import Selection, score_table
-from vrf_core.live import LiveSplit, method_preds
+from vrf_core.bundle_adapter import compare, rederive
 
 
-def bundle_selection(bundle: Bundle, mode: str = "validation") -> Selection:
-    sel = bundle.manifest.get("selection", {}).get(mode)
-    if sel is None:
-        raise BundleError(f"{bundle.path}: the manifest has no '{mode}' selection "
-                          f"(available: {sorted(bundle.manifest.get('selection', {}))})")
-    return Selection.from_json(sel)
-
-
-def report(bundle: Bundle, mode: str = "validation", n_boot: int = 1000) -> dict:
-    """Recomputed from the logits (not read from the manifest's stored `results`): exact live
-    re-weighting (vrf_core.live) gives the predictions of the full mixtures."""
-    sel = bundle_selection(bundle, mode)
-    names = eval_split_names(bundle)
-    splits = [bundle.split_data(s, wse=False) for s in names]
-    preds = {s.name: method_preds(LiveSplit.from_split_data(s, sel.t_zs, sel.t_ft), sel,
-                                  bundle.wse_predictions(s.name), bundle.wse_alphas) for s in splits}
-    table = score_table(preds, splits, n_boot=n_boot)
-    columns = names + (["OOD avg"] if bundle.split_names("ood") else [])
-    return {"bundle": str(bundle.path), "mode": mode, "tuned_on": sel.tuned_on, "selection": sel.to_json(),
-            "columns": columns, "rows": table}
+def report(bundle: Bundle, mode: str = "validation") -> dict:
+    """The stored results table and hyperparameters of one tuning mode."""
+    hp, results = bundle.manifest["hyperparameters"].get(mode), bundle.manifest["results"].get(mode)
+    if hp is None or results is None:
+        raise BundleError(f"{bundle.path}: the bundle stores no '{mode}' results "
+                          f"(available: {sorted(bundle.manifest['results'])})")
+    return {"bundle": str(bundle.path), "mode": mode, "tuned_on": hp["tuned_on"], "hyperparameters": hp,
+            "columns": results["columns"], "rows": results["rows"]}
 
 
 def format_table(rep: dict) -> str:
@@ -51,7 +41,7 @@ def format_table(rep: dict) -> str:
     for method, row in rep["rows"].items():
         lines.append(method.ljust(width) + "".join(
             (f"{100 * row[c]['acc']:.1f}" if c in row else "-").rjust(11) for c in cols))
-    s = rep["selection"]
+    s = rep["hyperparameters"]
     v = s["vrf"]
     lines += ["", "chosen: "
               f"T_zs={s['t_zs']:.3f} T_ft={s['t_ft']:.3f} WSE alpha={s['wse_alpha']} OSE alpha={s['ose_alpha']} "
@@ -60,6 +50,24 @@ def format_table(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def print_report(bundle: Bundle, mode: str, as_json: bool) -> None:
+def print_report(bundle: Bundle, mode: str, as_json: bool, recompute: bool = False) -> int:
+    """Prints the stored table; with `recompute`, also whether a fresh derivation agrees. Returns the
+    exit status: 0, or 1 when the recomputation disagrees with what is stored."""
     rep = report(bundle, mode)
+    status = 0
+    if recompute:
+        t0 = time.perf_counter()
+        differences = compare(bundle, rederive(bundle))
+        rep["recomputed"] = {"agrees": not differences, "differences": differences,
+                             "seconds": round(time.perf_counter() - t0, 2)}
+        status = 1 if differences else 0
     print(json.dumps(rep, indent=1) if as_json else format_table(rep))
+    if recompute and not as_json:
+        r = rep["recomputed"]
+        if r["agrees"]:
+            print(f"\nrecomputed from the arrays in {r['seconds']} s: agrees with the stored results "
+                  "(hyperparameters, tables, curves, predictions, top-m tables)")
+        else:
+            print(f"\nrecomputed from the arrays: {len(r['differences'])} difference(s) from the stored results:")
+            print("\n".join(f"  {d}" for d in r["differences"][:20]))
+    return status

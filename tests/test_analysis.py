@@ -10,8 +10,9 @@ from vrf_core.analysis import (
     sweep,
     top_k,
 )
+from vrf_core.derive import _curves
 from vrf_core.evaluate import SplitData, VRFParams, mixture_preds
-from vrf_core.live import LiveSplit, baseline_curves
+from vrf_core.topm import TopMSplit
 from vrf_core.weights import kth_distance, weight
 
 
@@ -21,21 +22,20 @@ def make_split(n=400, c=7, k=5, seed=0) -> SplitData:
     logits_zs = rng.normal(size=(n, c)) * 2 + 1.5 * np.eye(c)[labels]
     logits_ft = rng.normal(size=(n, c)) * 2 + 3.0 * np.eye(c)[labels]
     sq = np.sort(rng.uniform(0.5, 2.5, size=(n, k)), axis=1).astype(np.float32)
-    wse = np.stack([(1 - a) * logits_zs + a * logits_ft for a in (0.0, 0.5, 1.0)])
-    return SplitData("s", "ood", labels, logits_zs.astype(np.float32), logits_ft.astype(np.float32), sq,
-                     wse.astype(np.float32))
+    return SplitData("s", "ood", labels, logits_zs.astype(np.float32), logits_ft.astype(np.float32), sq)
 
 
 def test_baseline_curves_and_sweep():
     s = make_split()
-    live = LiveSplit.from_split_data(s, 1.3, 0.8)
-    curves = baseline_curves({"s": live}, [0.0, 0.5, 1.0], {"s": s.logits_wse.argmax(2)})
-    np.testing.assert_allclose(curves["WSE"]["s"][[0, 2]], [(s.logits_zs.argmax(1) == s.labels).mean(),
-                                                            (s.logits_ft.argmax(1) == s.labels).mean()])
+    topm = TopMSplit.from_split_data(s, 1.3, 0.8)
+    wse = np.stack([s.logits_zs.argmax(1), s.logits_ft.argmax(1)])
+    curves = _curves(topm, [0.0, 0.5, 1.0], wse)
+    np.testing.assert_allclose(curves["WSE"], [(s.logits_zs.argmax(1) == s.labels).mean(),
+                                               (s.logits_ft.argmax(1) == s.labels).mean()])
     for i, alpha in enumerate([0.0, 0.5, 1.0]):
-        assert curves["OSE"]["s"][i] == (mixture_preds(s, alpha, 1.0, 1.0) == s.labels).mean()
-        assert curves["OSE (calibrated)"]["s"][i] == (mixture_preds(s, alpha, 1.3, 0.8) == s.labels).mean()
-    assert set(baseline_curves({"s": live}, [0.5])) == {"OSE", "OSE (calibrated)"}  # no WSE predictions
+        assert curves["OSE"][i] == (mixture_preds(s, alpha, 1.0, 1.0) == s.labels).mean()
+        assert curves["OSE (calibrated)"][i] == (mixture_preds(s, alpha, 1.3, 0.8) == s.labels).mean()
+    assert set(_curves(topm, [0.5], None)) == {"OSE", "OSE (calibrated)"}  # no WSE predictions
     ps = sweep(VRFParams(a=1.4, b=0.2, k=3), "k", [1.0, 2.0])
     assert [p.k for p in ps] == [1, 2] and all(isinstance(p.k, int) and p.a == 1.4 for p in ps)
 

@@ -22,7 +22,8 @@ from precompute.assemble import AssembleError, AssembleSettings, Extracted, asse
 from precompute.config import ConfigError, DatasetSection
 from precompute.sources import folder_dataset
 from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
-from vrf_core.bundle import MANIFEST, BundleError, DiskFullError, open_bundle, sha256_file
+from vrf_core.bundle import MANIFEST, BundleError, open_bundle
+from vrf_core.filesafe import DiskFullError, sha256_file
 from vrf_core.models import ImageClassifier, ModelError, load_classifier_weights, load_clip, save_weights
 from vrf_core.zeroshot import zero_shot_head
 
@@ -236,11 +237,11 @@ def test_feature_dimensions_that_differ_between_parts(bundle_copy, capsys):
     m["files"][rel].update(shape=[40, 9], bytes=(bundle_copy / rel).stat().st_size,
                            sha256=sha256_file(bundle_copy / rel))
     rewrite_manifest(bundle_copy, files=m["files"])
-    with pytest.raises(BundleError, match=r"features_ft.npy: feature dimension 9 differs from the bundle's "
-                                          r"feature_dim 8"):
+    with pytest.raises(BundleError, match=r"features_ft.npy: shape \(40, 9\), expected \(40, 8\) \(n = 40 for "
+                                          r"split 'test'\)"):
         open_bundle(bundle_copy)
     assert cli(["report", str(bundle_copy)]) == 2
-    assert "feature dimension 9" in capsys.readouterr().err
+    assert "shape (40, 9), expected (40, 8)" in capsys.readouterr().err
 
 
 def replace_array(bundle: Path, rel: str, arr: np.ndarray) -> None:
@@ -252,32 +253,55 @@ def replace_array(bundle: Path, rel: str, arr: np.ndarray) -> None:
     rewrite_manifest(bundle, files=m["files"])
 
 
-def test_live_tables_that_do_not_fit_the_split_or_the_manifest(bundle_copy):
-    """Stored live tables of another length, or for other temperatures than the manifest lists, are
-    refused with the file named; a bundle without them still opens and is read the slow way."""
+def test_topm_tables_and_wse_predictions_that_do_not_fit(bundle_copy):
+    """Stored top-m tables of another length or for another number of temperature pairs, WSE predictions
+    for another number of alphas, or a missing required array: refused with the file and the shape named."""
     bundle = open_bundle(bundle_copy)
-    assert bundle.live_tables("test")
-    cand = np.asarray(bundle.array("test", "live_cand"))
-    replace_array(bundle_copy, "splits/test/live_cand.npy", cand[..., :-1])
-    with pytest.raises(BundleError, match=r"live_cand.npy: \d+ samples along the last axis but split 'test' has "
-                                          r"n = 40"):
+    pairs = len(bundle.manifest["topm"]["temperatures"])
+    cand = np.asarray(bundle.array("test", "topm_cand"))
+    replace_array(bundle_copy, "splits/test/topm_cand.npy", cand[..., :-1])
+    with pytest.raises(BundleError, match=rf"topm_cand.npy: shape \({pairs}, 6, 39\), expected \({pairs}, 2m, 40\)"):
         open_bundle(bundle_copy)
-    replace_array(bundle_copy, "splits/test/live_cand.npy", cand[:1])
-    with pytest.raises(BundleError, match=r"live_cand.npy: tables for 1 temperature pairs, the manifest lists \d"):
-        open_bundle(bundle_copy).live_tables("test")
+    replace_array(bundle_copy, "splits/test/topm_cand.npy", cand[:1])
+    with pytest.raises(BundleError, match=rf"topm_cand.npy: shape \(1, 6, 40\), expected \({pairs}, 2m, 40\)"):
+        open_bundle(bundle_copy)
+    replace_array(bundle_copy, "splits/test/topm_cand.npy", cand)
     replace_array(bundle_copy, "splits/test/preds_wse.npy", np.zeros((2, 40), np.int32))
-    with pytest.raises(BundleError, match=r"preds_wse.npy: shape \(2, 40\) but the manifest implies \(3, 40\)"):
+    with pytest.raises(BundleError, match=r"preds_wse.npy: shape \(2, 40\), expected \(3, 40\)"):
         open_bundle(bundle_copy)
     m = json.loads((bundle_copy / MANIFEST).read_text())
-    derived = ("/live_", "/preds_wse")
-    rewrite_manifest(bundle_copy, files={r: i for r, i in m["files"].items() if not any(d in r for d in derived)})
-    assert open_bundle(bundle_copy).live_tables("test") == {}
+    rewrite_manifest(bundle_copy, files={r: i for r, i in m["files"].items() if "/preds_wse" not in r})
+    with pytest.raises(BundleError, match=r"split 'val' \(role id_val\) lacks the arrays \['preds_wse'\]"):
+        open_bundle(bundle_copy)
 
 
-@pytest.mark.parametrize("version,fix", [(2, "upgrade this tool"), (0, "rebuild it")])
-def test_a_bundle_of_another_schema_version(bundle_copy, version, fix):
+def test_schema_1_arrays_are_named_and_refused(bundle_copy):
+    replace_array(bundle_copy, "splits/test/knn_sqdist.npy", np.zeros((40, 5), np.float32))
+    np.save(bundle_copy / "splits/test/logits_wse.npy", np.zeros((3, 40, 4), np.float16))
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    m["files"]["splits/test/logits_wse.npy"] = {"shape": [3, 40, 4], "dtype": "float16", "sha256": "",
+                                                "bytes": (bundle_copy / "splits/test/logits_wse.npy").stat().st_size}
+    rewrite_manifest(bundle_copy, files=m["files"])
+    with pytest.raises(BundleError, match=r"logits_wse.npy: not part of schema 2 \(schema 2 stores the WSE "
+                                          r"predictions \(preds_wse"):
+        open_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("version,fix", [(3, "this tool reads 2: upgrade the tool"),
+                                         (1, r"this tool reads 2; rebuild it with `python -m precompute run "
+                                             r"--config <the config that built it>` \(cached stages are reused\)")])
+def test_a_bundle_of_another_schema_version(bundle_copy, version, fix, capsys):
     rewrite_manifest(bundle_copy, schema_version=version)
-    with pytest.raises(BundleError, match=f"schema version {version} but this tool reads version 1; {fix}"):
+    with pytest.raises(BundleError, match=f"schema version {version}, {fix}"):
+        open_bundle(bundle_copy)
+    assert cli(["report", str(bundle_copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and f"schema version {version}" in err
+
+
+def test_a_demo_bundle_of_schema_1_names_the_demo_command(bundle_copy):
+    rewrite_manifest(bundle_copy, schema_version=1, name="demo")
+    with pytest.raises(BundleError, match=r"rebuild it with `python -m precompute demo --out <this folder>`"):
         open_bundle(bundle_copy)
 
 
@@ -288,8 +312,9 @@ def test_a_bundle_with_missing_or_truncated_files(bundle_copy, capsys):
     shutil.rmtree(bundle_copy / "splits/shift")
     with pytest.raises(BundleError, match="file"):
         open_bundle(bundle_copy)
-    rewrite_manifest(bundle_copy, files={r: i for r, i in json.loads((bundle_copy / MANIFEST).read_text())["files"]
-                                         .items() if "/shift/" not in r})
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    m["splits"].pop("shift")
+    rewrite_manifest(bundle_copy, splits=m["splits"], files={r: i for r, i in m["files"].items() if "/shift/" not in r})
     thumbs = bundle_copy / "splits/test/thumbs.bin"
     thumbs.write_bytes(thumbs.read_bytes()[:-10])
     with pytest.raises(BundleError, match=r"thumbs.bin: \d+ bytes but the manifest records \d+"):

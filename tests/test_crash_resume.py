@@ -2,7 +2,7 @@
 equals that of an uninterrupted run (every array and thumbnail byte for byte, and `report --json`).
 
 The kills are real: `VRF_TEST_KILL_AT=<point>[#n]` makes the process SIGKILL itself at a named point
-(vrf_core.bundle.kill_point; the points are listed in docs/bundle.md). Each killed run resumes the work of
+(vrf_core.filesafe.kill_point; the points are listed in docs/bundle.md). Each killed run resumes the work of
 the one before, so one chain covers every point at the cost of about one full run.
 
 UMAP's JIT compilation costs ~20 s per process, so the embedding step is left out by default;
@@ -21,7 +21,8 @@ import pytest
 from tiny import tiny_config, tiny_local_dir
 
 from precompute.__main__ import main as cli
-from vrf_core.bundle import KILL_ENV, open_bundle
+from vrf_core.bundle import open_bundle
+from vrf_core.filesafe import KILL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,7 +170,7 @@ def test_a_kill_inside_an_atomic_write_leaves_the_old_file(runner, tmp_path):
     """The temporary file of an interrupted write is never mistaken for the real one."""
     target = tmp_path / "a.json"
     target.write_text('{"old": true}')
-    code = f"from vrf_core.bundle import atomic_write_json; atomic_write_json(Path({str(target)!r}), {{'new': 1}})"
+    code = f"from vrf_core.filesafe import atomic_write_json; atomic_write_json(Path({str(target)!r}), {{'new': 1}})"
     rc, log = runner.run(code, "atomic-rename")
     assert rc == -signal.SIGKILL, log
     assert json.loads(target.read_text()) == {"old": True}

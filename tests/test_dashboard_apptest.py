@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from vrf_core import bundle_adapter
 from vrf_core.bundle import open_bundle
-from vrf_core.evaluate import Selection, VRFParams, mixture_preds, vrf_preds
+from vrf_core.evaluate import OOD_AVG, Hyperparameters, VRFParams, mixture_preds, vrf_preds
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ["views/overview.py", "views/tradeoff.py", "views/distances.py", "views/samples.py",
@@ -34,21 +35,25 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def tuned(root: Path, mode: str = "validation") -> Hyperparameters:
+    return bundle_adapter.hyperparameters(open_bundle(root / "synth"), mode)
+
+
 def expected_vrf(root: Path, params: VRFParams) -> tuple[str, str]:
     """VRF accuracy on ID test and the OOD average, computed with vrf_core directly, formatted as shown."""
     bundle = open_bundle(root / "synth")
-    sel = Selection.from_json(bundle.manifest["selection"]["validation"])
+    hp = tuned(root)
 
     def acc(split: str) -> float:
-        sd = bundle.split_data(split)
-        return float((vrf_preds(sd, params, (sel.t_zs, sel.t_ft)) == sd.labels).mean())
+        sd = bundle_adapter.eval_split(bundle, split, lazy=False)
+        return float((vrf_preds(sd, params, (hp.t_zs, hp.t_ft)) == sd.labels).mean())
 
     ood = np.mean([acc(s) for s in bundle.split_names("ood")])
     return f"{100 * acc('test'):.1f}%", f"{100 * ood:.1f}%"
 
 
 def shown_vrf(at: AppTest) -> tuple[str, str]:
-    return metric(at, "VRF · ID test (test)"), metric(at, "VRF · OOD avg")
+    return metric(at, "VRF · ID test (test)"), metric(at, f"VRF · {OOD_AVG}")
 
 
 def current_params(at: AppTest) -> VRFParams:
@@ -67,9 +72,9 @@ def test_every_page_runs(synthetic_bundles, monkeypatch, page):
 
 def test_starts_at_the_validation_tuned_values(synthetic_bundles, monkeypatch):
     at = start(synthetic_bundles, monkeypatch)
-    tuned = Selection.from_json(open_bundle(synthetic_bundles / "synth").manifest["selection"]["validation"]).vrf
-    assert current_params(at) == tuned
-    assert shown_vrf(at) == expected_vrf(synthetic_bundles, tuned)
+    vrf = tuned(synthetic_bundles).vrf
+    assert current_params(at) == vrf
+    assert shown_vrf(at) == expected_vrf(synthetic_bundles, vrf)
 
 
 @pytest.mark.parametrize("control,value", [("a", 1.30), ("b", 0.4), ("k", 1), ("rule", "binary"),
@@ -100,22 +105,21 @@ def test_url_sets_and_mirrors_the_controls(synthetic_bundles, monkeypatch):
 
 def test_scale_switch_converts_a_and_reset_restores(synthetic_bundles, monkeypatch):
     at = start(synthetic_bundles, monkeypatch)
-    tuned = current_params(at)
+    before = current_params(at)
     at.radio(key="scale").set_value("l2").run()
     no_exception(at)
-    assert at.session_state["a"] == pytest.approx(math.sqrt(tuned.a), abs=1e-6)
+    assert at.session_state["a"] == pytest.approx(math.sqrt(before.a), abs=1e-6)
     assert shown_vrf(at) == expected_vrf(synthetic_bundles, current_params(at))
     at.slider(key="k").set_value(3).run()
     at.button(key="reset").click().run()
-    assert current_params(at) == tuned
+    assert current_params(at) == before
 
 
-def test_oracle_mode_uses_the_oracle_selection(synthetic_bundles, monkeypatch):
+def test_oracle_mode_uses_the_oracle_hyperparameters(synthetic_bundles, monkeypatch):
     at = start(synthetic_bundles, monkeypatch)
     at.radio(key="mode").set_value("oracle").run()
     no_exception(at)
-    oracle = Selection.from_json(open_bundle(synthetic_bundles / "synth").manifest["selection"]["oracle"])
-    assert current_params(at) == oracle.vrf
+    assert current_params(at) == tuned(synthetic_bundles, "oracle").vrf
     assert at.query_params["tune"] == "oracle"
 
 
@@ -181,13 +185,13 @@ def test_baselines_at_a_chosen_alpha_equal_the_full_mixture(synthetic_bundles, m
     at.toggle(key="to-ose-cal").set_value(True).run()
     at.select_slider(key="to-wse-alpha").set_value(0.3).run()
     no_exception(at)
-    table = next(d.value for d in at.dataframe if {"method", "OOD avg"} <= set(d.value.columns)).set_index("method")
+    table = next(d.value for d in at.dataframe if {"method", OOD_AVG} <= set(d.value.columns)).set_index("method")
     bundle = open_bundle(synthetic_bundles / "synth")
-    sel = Selection.from_json(bundle.manifest["selection"]["validation"])
+    hp = tuned(synthetic_bundles)
     for split in bundle.split_names("id_test", "ood"):
-        sd = bundle.split_data(split)
-        ose = (mixture_preds(sd, 0.37, sel.t_zs, sel.t_ft) == sd.labels).mean()
-        wse = (sd.logits_wse[bundle.wse_alphas.index(0.3)].argmax(1) == sd.labels).mean()
+        sd = bundle_adapter.eval_split(bundle, split, lazy=False)
+        ose = (mixture_preds(sd, 0.37, hp.t_zs, hp.t_ft) == sd.labels).mean()
+        wse = (bundle_adapter.wse_preds(bundle, split)[bundle.wse_alphas.index(0.3)] == sd.labels).mean()
         assert table.loc["OSE (calibrated), alpha = 0.37", split] == pytest.approx(round(100 * ose, 1))
         assert table.loc["WSE, alpha = 0.3", split] == pytest.approx(round(100 * wse, 1))
 

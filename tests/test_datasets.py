@@ -15,6 +15,7 @@ from suite_fixtures import JPEG, bordered_png, cifar_fixture, class_tree, dump_p
 
 from vrf_core.data import DatasetError
 from vrf_core.datasets import CLASSNAMES, DEFAULT_VAL_HOLDOUT, LOADERS
+from vrf_core.datasets.cifar_stl import CIFAR_PICKLE_GLOBALS
 from vrf_core.datasets.metadata import (
     cifar10_classnames,
     entity30_superclasses,
@@ -23,8 +24,8 @@ from vrf_core.datasets.metadata import (
     objectnet_classes,
     stl10_to_cifar10_labels,
 )
-from vrf_core.datasets.safe_pickle import parse_pickle
 from vrf_core.projection import project_logits
+from vrf_core.safe_unpickle import SafeUnpickleError, load_allowlisted
 
 IMAGENET_NAMES = list(CLASSNAMES["imagenet"]())
 CIFAR_NAMES = list(cifar10_classnames())
@@ -166,7 +167,7 @@ def test_objectnet_maps_113_classes_and_crops_the_border(tmp_path):
 # ---------------------------------------------------------------- CIFAR-10 and STL-10
 
 
-@pytest.mark.parametrize("fmt", ["py2", 3, 4])
+@pytest.mark.parametrize("fmt", ["py2", 2, 3, 4, 5])
 def test_cifar10_reads_the_python_batches(tmp_path, fmt):
     images, labels = cifar_fixture(tmp_path, fmt)
     if fmt == "py2":
@@ -199,37 +200,53 @@ class _RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+def _read_cifar_pickle(blob: bytes, source: str) -> object:
+    return load_allowlisted(blob, CIFAR_PICKLE_GLOBALS, source)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_cifar_batch_pickled_by_python3_reads_back_equal(protocol):
+    rng = np.random.default_rng(0)
+    batch = {
+        b"batch_label": b"testing batch 1 of 1",
+        b"labels": [3, 0, 9],
+        b"data": rng.integers(0, 256, size=(3, 3072), dtype=np.uint8),
+        b"filenames": [b"a.png", b"b.png", b"c.png"],
+    }
+    back = _read_cifar_pickle(pickle.dumps(batch, protocol=protocol), "test_batch")
+    assert back.keys() == batch.keys()
+    assert all(back[k] == batch[k] for k in (b"batch_label", b"labels", b"filenames"))
+    assert back[b"data"].dtype == np.uint8 and back[b"data"].shape == (3, 3072)
+    np.testing.assert_array_equal(back[b"data"], batch[b"data"])
+
+
 @pytest.mark.parametrize("protocol", [2, 4])
-def test_cifar_parser_refuses_other_globals_without_running_them(tmp_path, protocol):
+def test_cifar_reader_refuses_other_globals_without_running_them(tmp_path, protocol):
     marker = tmp_path / "pwned"
     blob = pickle.dumps({"data": _RunsCode(marker), "labels": [1]}, protocol=protocol)
-    with pytest.raises(DatasetError, match="refusing global (posix|os|nt)\\.system.*Nothing was imported or run"):
-        parse_pickle(blob, "evil_batch")
+    with pytest.raises(SafeUnpickleError,
+                       match="evil_batch: refusing global (posix|os|nt)\\.system.*Nothing was imported or run"):
+        _read_cifar_pickle(blob, "evil_batch")
     assert not marker.exists()
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     (folder / "test_batch").write_bytes(blob)
-    with pytest.raises(DatasetError, match="refusing global"):
+    with pytest.raises(DatasetError, match="test_batch: refusing global.*python version"):
         LOADERS["cifar10"]("test", tmp_path, CIFAR_NAMES, split="test")
     assert not marker.exists()
 
 
-def test_cifar_parser_refuses_what_a_batch_never_holds():
-    with pytest.raises(DatasetError, match="refusing global _codecs.encode.*re-save with protocol 4"):
-        parse_pickle(pickle.dumps({b"labels": [1]}, protocol=2), "py3_protocol2")
-    with pytest.raises(DatasetError, match="not a plain numeric type"):
-        parse_pickle(pickle.dumps(np.array([1, "a"], dtype=object), protocol=4), "object_array")
-    with pytest.raises(DatasetError, match="ends early|ends before STOP"):
-        parse_pickle(pickle.dumps([1, 2, 3], protocol=4)[:-3], "truncated")
-    nested = b"\x80\x04" + b"]" * 100_000 + b"a" * 99_999 + b"."
-    with pytest.raises(DatasetError, match="nested deeper"):
-        parse_pickle(nested, "deep")
+def test_cifar_reader_refuses_what_a_batch_never_holds():
+    with pytest.raises(SafeUnpickleError, match="object_array: .*dtype 'O8' is not a plain numeric type"):
+        _read_cifar_pickle(pickle.dumps(np.array([1, "a"], dtype=object), protocol=4), "object_array")
+    with pytest.raises(SafeUnpickleError, match="truncated: not a pickle this reader accepts"):
+        _read_cifar_pickle(pickle.dumps([1, 2, 3], protocol=4)[:-3], "truncated")
     many = {b"filenames": [b"f%d.png" % i for i in range(3000)], b"labels": list(range(3000))}
     blob = dump_pickle(many, "py2")
     assert pickle.LONG_BINPUT in blob  # memo indices past 255
-    assert parse_pickle(blob, "big") == many
+    assert _read_cifar_pickle(blob, "big") == many
     arr = np.arange(12, dtype=">i4").reshape(3, 4)
-    np.testing.assert_array_equal(parse_pickle(pickle.dumps({"a": arr}, protocol=4), "ok")["a"], arr)
+    np.testing.assert_array_equal(_read_cifar_pickle(pickle.dumps({"a": arr}, protocol=4), "ok")["a"], arr)
 
 
 def test_stl10_drops_monkey_and_maps_to_cifar_classes(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vrf_core import bundle_adapter
 from vrf_core.bundle import open_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def test_small_demo_bundle_opens_with_every_role(demo_bundle):
     bundle = open_bundle(demo_bundle, verify=True)
     assert {s["role"] for s in bundle.splits.values()} == {"id_train", "zsf", "id_val", "id_test", "ood"}
     assert set(bundle.split_names("ood")) == {"v2", "sketch", "rendition", "hard", "clutter"}
-    assert bundle.projection("hard") is not None and bundle.projection("hard").is_subset
+    assert bundle_adapter.projection(bundle, "hard") is not None and bundle_adapter.projection(bundle, "hard").is_subset
     assert bundle.manifest["models"]["zs"]["name"].startswith("local-dir:")
     coords = np.asarray(bundle.array("test", "umap"))
     assert coords.shape == (bundle.splits["test"]["n"], 2) and np.isfinite(coords).any()
@@ -46,7 +47,7 @@ def test_small_demo_report_json_matches_arrays(demo_bundle):
     rep = json.loads(out.stdout)
     bundle = open_bundle(demo_bundle)
     for split in rep["columns"][:-1]:
-        data = bundle.split_data(split)
+        data = bundle_adapter.eval_split(bundle, split, lazy=False)
         assert rep["rows"]["fine-tuned"][split]["acc"] == pytest.approx(
             (data.logits_ft.argmax(1) == data.labels).mean()
         )

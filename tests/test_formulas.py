@@ -12,7 +12,7 @@ from vrf_core.ensembles import ose_probs, softmax, vrf_probs
 from vrf_core.knn import _torch_search, brute_force_sqdist, knn_sqdist, l2_normalize
 from vrf_core.metrics import bootstrap_ci, per_class_accuracy
 from vrf_core.projection import project_logits
-from vrf_core.selective import GaussianFit, energy_score, id_threshold, msp_score
+from vrf_core.routing import GaussianFit, energy_score, id_threshold, msp_score
 from vrf_core.weights import binary_weight, k_from_rule, kth_distance, linear_weight, sigmoid_weight
 from vrf_core.wse import interpolate_state_dicts
 from vrf_core.zsf import zsf_mask

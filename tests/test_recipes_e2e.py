@@ -22,6 +22,7 @@ from tiny import tiny_local_dir
 
 from precompute.config import parse_config
 from precompute.pipeline import run
+from vrf_core import bundle_adapter
 from vrf_core.bundle import open_bundle
 from vrf_core.datasets import CLASSNAMES
 from vrf_core.datasets.metadata import (
@@ -180,9 +181,9 @@ def check_bundle(path: Path, raw: dict, labels: dict[str, np.ndarray]) -> None:
     expected.update({name: labels[name] for name in ood})
     for split, want in expected.items():
         np.testing.assert_array_equal(bundle.array(split, "labels"), want, err_msg=split)
-        assert bundle.array(split, "logits_wse").shape == (3, len(want), len(bundle.classnames))
+        assert bundle.array(split, "preds_wse").shape == (3, len(want))
 
-    projections = {name: bundle.projection(name) for name in ood}
+    projections = {name: bundle_adapter.projection(bundle, name) for name in ood}
     for variant in ("a", "r"):
         name = f"imagenet_{variant}"
         if name in ood:

@@ -1,10 +1,13 @@
-"""Nothing is ever unpickled, and no path read from a bundle leaves the bundle.
+"""Nothing is unpickled except through an allow-list of globals, and no path read from a bundle leaves the bundle.
 
 The malicious files below would create a marker file if anything unpickled them.
 """
 
+import codecs
+import io
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -14,8 +17,11 @@ import torch
 
 from precompute.assemble import AssembleSettings
 from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
-from vrf_core.bundle import MANIFEST, BundleError, atomic_save_npy, open_bundle, resolve_inside, sha256_file
+from vrf_core.bundle import MANIFEST, BundleError, open_bundle, resolve_inside
+from vrf_core.filesafe import atomic_save_npy, sha256_file
+from vrf_core.datasets.cifar_stl import CIFAR_PICKLE_GLOBALS
 from vrf_core.models import ImageClassifier, ModelError, load_classifier_weights, load_weights
+from vrf_core.safe_unpickle import SafeUnpickleError, load_allowlisted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +72,7 @@ def test_an_object_array_in_a_bundle_is_refused_unread(bundle, tmp_path, update_
 
 
 def test_object_arrays_are_never_written(tmp_path):
-    with pytest.raises(BundleError, match="would need pickle"):
+    with pytest.raises(TypeError, match="would need pickle"):
         atomic_save_npy(tmp_path / "x.npy", np.array([{"a": 1}], dtype=object))
     assert not list(tmp_path.iterdir())
 
@@ -115,6 +121,97 @@ def test_a_pickled_open_clip_checkpoint_is_refused(tmp_path):
     with pytest.raises(ModelError, match="clip.pt: refused"):
         load_clip("secarch", str(tmp_path / "clip.pt"))
     assert not marker.exists()
+
+
+class RunsWhenRebuilt:
+    """A class no allow-list names: unpickling an instance calls __setstate__, which touches the marker."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __setstate__(self, state: dict):
+        Path(state["marker"]).touch()
+
+
+class Reduces:
+    """Pickles as func(*args), then BUILD with `state` if given: misuses of globals that are allowed."""
+
+    def __init__(self, func, args: tuple, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def hand_written_payloads(marker: Path) -> dict[str, bytes]:
+    """Protocol-0 pickles that would touch `marker`, written by hand so that e.g. nt.system need not exist here."""
+    touch = f"touch {marker}"
+    return {name: text.encode() for name, text in {
+        "posix.system": f"cposix\nsystem\n(V{touch}\ntR.",
+        "nt.system": f"cnt\nsystem\n(V{touch}\ntR.",
+        "builtins.getattr": f"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(Vos\ntRVsystem\ntR(V{touch}\ntR.",
+        "builtins.eval": f"cbuiltins\neval\n(V__import__('os').system({touch!r})\ntR.",
+        "subprocess.run": f"csubprocess\nrun\n((Vtouch\nV{marker}\nltR.",
+    }.items()}
+
+
+@pytest.mark.parametrize("name", ["posix.system", "builtins.getattr", "builtins.eval", "subprocess.run"])
+def test_the_hand_written_payloads_work_when_unpickled(tmp_path, name):
+    """Check of the check (nt.system aside, which needs Windows)."""
+    pickle.loads(hand_written_payloads(tmp_path / "ran")[name])
+    assert (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("name", ["posix.system", "nt.system", "builtins.getattr", "builtins.eval", "subprocess.run"])
+@pytest.mark.parametrize("allowed", [{}, CIFAR_PICKLE_GLOBALS], ids=["nothing", "cifar"])
+def test_an_allowlist_refuses_code_execution_payloads(tmp_path, name, allowed):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(hand_written_payloads(marker)[name])
+    with pytest.raises(SafeUnpickleError, match=f"^{re.escape(str(path))}: refusing global {re.escape(name)},"):
+        load_allowlisted(path, allowed)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_an_unknown_class_is_refused_and_nothing_runs(tmp_path, protocol):
+    marker = tmp_path / "ran"
+    blob = pickle.dumps(RunsWhenRebuilt(marker), protocol=protocol)
+    pickle.loads(blob)  # check of the check
+    assert marker.exists()
+    marker.unlink()
+    name = re.escape(f"{RunsWhenRebuilt.__module__}.RunsWhenRebuilt")
+    for allowed in ({}, CIFAR_PICKLE_GLOBALS):
+        with pytest.raises(SafeUnpickleError, match=f"unknown.pkl: refusing global {name}.*Nothing was imported"):
+            load_allowlisted(blob, allowed, "unknown.pkl")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_a_persistent_id_is_refused(protocol):
+    class StoresOutside(pickle.Pickler):
+        def persistent_id(self, obj):
+            return "storage/0" if obj == "tensor" else None
+
+    buffer = io.BytesIO()
+    StoresOutside(buffer, protocol=protocol).dump({"weight": "tensor"})
+    with pytest.raises(SafeUnpickleError, match="refs.pkl: refusing persistent id storage/0"):
+        load_allowlisted(buffer.getvalue(), CIFAR_PICKLE_GLOBALS, "refs.pkl")
+
+
+@pytest.mark.parametrize("misuse, error", [
+    (Reduces(np.ndarray, ((1000,), "O")), "numpy.ndarray is allowed only as the first argument"),
+    (Reduces(np.dtype, ("O8", False, True)), "not a plain numeric type"),
+    (Reduces(np.dtype, ("i4,i4", False, True)), "not a plain numeric type"),
+    (Reduces(np._core.multiarray._reconstruct, (np.ndarray, (1000,), "O")), "_reconstruct with unexpected arguments"),
+    (Reduces(np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, (1000,), np.dtype("u1"), False, b"x")),
+     "1 data bytes do not fill an array of shape \\(1000,\\)"),
+    (Reduces(codecs.encode, ("x", "rot13")), "_codecs.encode with arguments other than"),
+    (Reduces(bytes, (10**9,)), "bytes\\(\\) with arguments"),
+])
+def test_allowed_globals_check_their_arguments(misuse, error):
+    with pytest.raises(SafeUnpickleError, match=f"misuse.pkl: .*{error}"):
+        load_allowlisted(pickle.dumps(misuse, protocol=2), CIFAR_PICKLE_GLOBALS, "misuse.pkl")
 
 
 @pytest.mark.parametrize("rel", ["../outside.npy", "splits/../../outside.npy", "/etc/passwd", "~/x",

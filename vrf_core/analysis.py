@@ -2,7 +2,7 @@
 distance bin, distance densities, top-k predictions, unit conversions.
 
 Used by the dashboard to redraw its views when a, b, k or the weight rule change
-(the re-weighted predictions themselves come from `vrf_core.live`); no I/O, no Streamlit.
+(the re-weighted predictions themselves come from `vrf_core.topm`); no I/O, no Streamlit.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import numpy as np
 from vrf_core.ensembles import log_softmax, softmax
 
 T_MIN, T_MAX = 0.1, 10.0
+METHODS = ("confidence", "nll", "none")
 
 
 def mean_confidence(logits: np.ndarray, temperature: float) -> float:

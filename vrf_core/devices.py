@@ -7,6 +7,9 @@ import os
 
 import torch
 
+DEVICES = ("auto", "cpu", "cuda", "mps")  # or "cuda:<index>"
+PRECISIONS = ("auto", "bf16", "fp32")  # autocast: bf16 on GPU for auto/bf16, fp32 otherwise
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """'auto' -> this process's CUDA device under torchrun (LOCAL_RANK), else cuda:0, else CPU."""

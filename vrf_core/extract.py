@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vrf_core.bundle import atomic_save_npy, kill_point
 from vrf_core.data import ImageSet
 from vrf_core.devices import autocast
 from vrf_core.distributed import barrier, is_main, rank, shard, world_size
+from vrf_core.filesafe import atomic_save_npy, kill_point
 from vrf_core.models import ImageClassifier
 from vrf_core.progress import progress
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from vrf_core.bundle import atomic_write_bytes, kill_point
 from vrf_core.data import ImageSet
 from vrf_core.devices import autocast
 from vrf_core.distributed import all_reduce_sum, barrier, init_distributed, is_main, rank, shard, world_size
+from vrf_core.filesafe import atomic_write_bytes, kill_point
 from vrf_core.models import ImageClassifier, ModelError, checkpoint_error, load_weights, save_weights
 from vrf_core.progress import log, progress
 

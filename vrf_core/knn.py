@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 # torch is imported where a search runs: the dashboard reads bundles through modules that import
 # this one, and importing torch costs it 1.4 s of its cold start.
 
+BACKENDS = ("auto", "faiss", "torch")
+
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import nn
 
-from vrf_core.bundle import atomic_write_bytes
+from vrf_core.filesafe import atomic_write_bytes
 
 
 class ModelError(ValueError):

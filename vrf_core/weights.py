@@ -10,6 +10,7 @@ import numpy as np
 
 RULES = ("sigmoid", "linear", "binary")
 SCALES = ("squared", "l2")
+K_RULES = ("paper", "reference")  # besides an integer k
 
 
 def sigmoid_weight(d: np.ndarray, a: float, b: float) -> np.ndarray:

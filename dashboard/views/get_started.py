@@ -25,9 +25,10 @@ st.markdown(
 st.warning(f"No bundle found under `{root}`.", icon=":material/folder_off:")
 st.markdown("Build the demo bundle (a small, self-contained run) from the repository root:")
 st.code(f"python -m precompute demo --out {target}", language="bash")
-st.markdown("or a full run from a configuration file, then reload this page:")
-st.code("python -m precompute run --config CONFIG.yaml", language="bash")
-st.caption("Start the dashboard on another folder with `streamlit run dashboard/app.py -- --bundles DIR` or the "
+st.markdown("or a full run from a TOML configuration file (copy one from `recipes/` and set its dataset paths), "
+            "then reload this page:")
+st.code("python -m precompute run --config my_run.toml", language="bash")
+st.caption("Start the dashboard on another folder with `python -m dashboard -- --bundles DIR` or the "
            "`VRF_BUNDLES` environment variable.")
 
 

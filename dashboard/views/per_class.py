@@ -7,15 +7,49 @@ import streamlit as st
 
 from dashboard import data, sidebar
 from dashboard.export import show_figure, show_table
+from dashboard.sidebar import Context
 from dashboard.theme import method_color, style
 from vrf_core.metrics import per_class_accuracy
 
-ctx = sidebar.context()
-bundle, live = ctx.bundle, ctx.live
 METHODS = data.METHODS_LIVE
+DIFFERENCES = ("VRF − fine-tuned", "VRF − zero-shot")
 
+
+def class_accuracies(ctx: Context, split: str, min_n: int) -> pd.DataFrame:
+    """Per class of `split` with at least `min_n` samples: its size, each method's accuracy and VRF's
+    differences to the two models (fractions)."""
+    v, names = ctx.view.views[split], ctx.bundle.split_classnames(split)
+    df = pd.DataFrame({"class": names, "samples": np.bincount(v.labels, minlength=len(names)),
+                       **{m: per_class_accuracy(v.preds[m], v.labels, len(names)) for m in METHODS}})
+    for ref, column in zip(("fine-tuned", "zero-shot"), DIFFERENCES):
+        df[column] = df["VRF"] - df[ref]
+    return df[df["samples"] >= min_n]
+
+
+def extremes(df: pd.DataFrame, delta: str, top: int) -> pd.DataFrame:
+    """Up to `top` classes where `delta` is largest and up to `top` where it is most negative, ascending."""
+    ranked = df.sort_values(delta, ascending=False)
+    return pd.concat([ranked[ranked[delta] > 0].head(top), ranked[ranked[delta] < 0].tail(top)]).sort_values(delta)
+
+
+def extremes_figure(picked: pd.DataFrame, delta: str, split: str) -> go.Figure:
+    """Grouped bars of each method's accuracy per picked class, the difference in pp on the right."""
+    fig = go.Figure()
+    for m in METHODS:
+        fig.add_trace(go.Bar(y=picked["class"], x=100 * picked[m], name=m, orientation="h",
+                             marker_color=method_color(m), customdata=picked["samples"],
+                             hovertemplate=f"<b>%{{y}}</b>: {m} %{{x:.1f}}% (n = %{{customdata}})<extra></extra>"))
+    for c, d in zip(picked["class"], picked[delta]):
+        fig.add_annotation(x=101, y=c, text=f"{100 * d:+.0f} pp", showarrow=False, xanchor="left",
+                           font=dict(color="#2E7D32" if d > 0 else "#C62828" if d < 0 else "grey", size=12))
+    return style(fig, height=140 + 60 * len(picked), barmode="group", bargap=0.25, legend_traceorder="reversed",
+                 xaxis=dict(title=f"per-class accuracy on {split} (%)", range=[0, 112]),
+                 yaxis=dict(title="", automargin=True))
+
+
+ctx = sidebar.context()
 st.title("Per-class accuracy")
-splits = data.test_splits(bundle)
+splits = data.test_splits(ctx.bundle)
 c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1], vertical_alignment="bottom")
 split = c1.selectbox("Dataset", splits, index=min(1, len(splits) - 1), key="pc-dataset", persist_state="session",
                      help="Shifted sets show where VRF recovers the zero-shot model's robustness.")
@@ -24,17 +58,7 @@ ref = c2.segmented_control("Compare VRF with", ["fine-tuned", "zero-shot"], defa
 top = c3.slider("Classes each way", 3, 30, 10, key="pc-top", persist_state="session")
 min_n = c4.number_input("Fewest samples per class", 1, 1000, 5, key="pc-min", persist_state="session",
                         help="Classes with fewer test samples are left out: their accuracy is too noisy to rank.")
-
-v = live.views[split]
-names = bundle.split_classnames(split)
-counts = np.bincount(v.labels, minlength=len(names))
-acc = {m: per_class_accuracy(v.preds[m], v.labels, len(names)) for m in METHODS}
-df = pd.DataFrame({"class": names, "samples": counts, **{m: acc[m] for m in METHODS}})
-df["VRF − fine-tuned"] = df["VRF"] - df["fine-tuned"]
-df["VRF − zero-shot"] = df["VRF"] - df["zero-shot"]
-df = df[df["samples"] >= min_n]
-delta = f"VRF − {ref}"
-
+df, delta = class_accuracies(ctx, split, min_n), f"VRF − {ref}"
 if df.empty:
     st.info("No class has that many samples; lower the minimum.")
     st.stop()
@@ -44,33 +68,20 @@ m1.metric(f"classes where VRF beats {ref}", int((df[delta] > 0).sum()))
 m2.metric("classes unchanged", int((df[delta] == 0).sum()))
 m3.metric(f"classes where {ref} beats VRF", int((df[delta] < 0).sum()))
 
-ranked = df.sort_values(delta, ascending=False)
-picked = pd.concat([ranked[ranked[delta] > 0].head(top), ranked[ranked[delta] < 0].tail(top)]).sort_values(delta)
-fig = go.Figure()
-for m in METHODS:
-    fig.add_trace(go.Bar(y=picked["class"], x=100 * picked[m], name=m, orientation="h",
-                         marker_color=method_color(m), customdata=picked["samples"],
-                         hovertemplate=f"<b>%{{y}}</b>: {m} %{{x:.1f}}% (n = %{{customdata}})<extra></extra>"))
-for c, d in zip(picked["class"], picked[delta]):
-    fig.add_annotation(x=101, y=c, text=f"{100 * d:+.0f} pp", showarrow=False, xanchor="left",
-                       font=dict(color="#2E7D32" if d > 0 else "#C62828" if d < 0 else "grey", size=12))
-style(fig, height=140 + 60 * len(picked), barmode="group", bargap=0.25, legend_traceorder="reversed",
-      xaxis=dict(title=f"per-class accuracy on {split} (%)", range=[0, 112]),
-      yaxis=dict(title="", automargin=True))
 st.subheader(f"Where VRF helps and hurts most against {ref}")
 st.caption(f"Up to {top} classes where VRF gains most over {ref} on {split} (top) and up to {top} where it loses "
            "most (bottom), with the sidebar's a, b, k and rule; the labels on the right give the difference in "
            "percentage points.")
+picked = extremes(df, delta, top)
 if picked.empty:
     st.info(f"VRF and {ref} agree on every class here.")
 else:
-    show_figure(fig, "pc-bars", f"{bundle.name}-{split}-per-class")
+    show_figure(extremes_figure(picked, delta, split), "pc-bars", f"{ctx.bundle.name}-{split}-per-class")
 
 st.subheader("All classes")
 table = df.sort_values(delta, ascending=False).reset_index(drop=True)
-table[list(METHODS) + ["VRF − fine-tuned", "VRF − zero-shot"]] *= 100
-pct = {m: st.column_config.ProgressColumn(f"{m} (%)", min_value=0.0, max_value=100.0, format="%.1f")
-       for m in METHODS}
-diff = {c: st.column_config.NumberColumn(f"{c} (pp)", format="%+.1f") for c in ("VRF − fine-tuned", "VRF − zero-shot")}
-show_table(table, "pc-table", f"{bundle.name}-{split}-per-class", hide_index=True, width="stretch",
-           column_config={**pct, **diff}, height=420)
+table[list(METHODS + DIFFERENCES)] *= 100
+show_table(table, "pc-table", f"{ctx.bundle.name}-{split}-per-class", hide_index=True, width="stretch", height=420,
+           column_config={**{m: st.column_config.ProgressColumn(f"{m} (%)", min_value=0.0, max_value=100.0,
+                                                                format="%.1f") for m in METHODS},
+                          **{c: st.column_config.NumberColumn(f"{c} (pp)", format="%+.1f") for c in DIFFERENCES}})

@@ -1,4 +1,4 @@
-"""Exact live re-weighting: VRF and OSE predictions for new (a, b, k, rule, scale,
+"""Exact re-weighting from top-m tables: VRF and OSE predictions for new (a, b, k, rule, scale,
 calibration) without forming the full N x C mixture.
 
 The mixture score of class c is s_c = w p_ft[c] + (1 - w) p_zs[c] (paper Eq. 5),
@@ -10,11 +10,11 @@ monotone, s_c <= w r_ft + (1 - w) r_zs. When that bound is below the best candid
 score the argmax is among the (at most 2m) candidates; otherwise (rare) the sample's
 full row is recomputed. The candidate scores are bit-identical to the full
 computation's, and ties go to the smallest class index, as `np.argmax` does, so the
-predictions equal `mixture_preds` on every sample (tests/test_live.py).
+predictions equal `mixture_preds` on every sample (tests/test_topm.py).
 
-Usage: `live = LiveSplit.from_split_data(split, t_zs, t_ft)`, then
-`live.vrf_accuracy(params)`, `live.vrf_preds(params)`, `live.ose_accuracy(alpha, calibrated)`,
-`live.mixture_preds(w, calibrated)` and `live.model_preds("zs" | "ft")`; `ose_curve` and
+Usage: `split = TopMSplit.from_split_data(split_data, t_zs, t_ft)`, then
+`split.vrf_accuracy(params)`, `split.vrf_preds(params)`, `split.ose_accuracy(alpha, calibrated)`,
+`split.mixture_preds(w, calibrated)` and `split.model_preds("zs" | "ft")`; `ose_curve` and
 `vrf_curve` sweep several splits at once. Building a temperature pair's tables (on first use)
 costs one pass over both models' logits; docs/benchmarks.md has the figures.
 """
@@ -27,8 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vrf_core import evaluate
-from vrf_core.evaluate import Selection, SplitData, VRFParams
+from vrf_core.evaluate import SplitData, VRFParams
 from vrf_core.weights import kth_distance, weight
 
 TABLE_ARRAYS = ("cand", "p_ft", "p_zs", "r_ft", "r_zs")
@@ -56,7 +55,7 @@ def softmax_rows(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 
 @dataclass
-class TopM:
+class TopMTable:
     """Per sample, for one temperature pair: candidate classes (each model's top m), both
     models' float32 probabilities there, and each model's (m+1)-th largest probability.
     Candidate-major, so that reductions over the candidates run along whole rows."""
@@ -74,13 +73,13 @@ class TopM:
         return {"cand": self.cand, "p_ft": self.p_ft, "p_zs": self.p_zs, "r_ft": self.r_ft, "r_zs": self.r_zs}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], arg_zs: np.ndarray, arg_ft: np.ndarray) -> TopM:
+    def from_arrays(cls, arrays: dict[str, np.ndarray], arg_zs: np.ndarray, arg_ft: np.ndarray) -> TopMTable:
         """Tables read back from a bundle; arg_zs / arg_ft are the models' predictions (`preds_*`)."""
         t = cls(*(arrays[n] for n in TABLE_ARRAYS), arg_ft=np.asarray(arg_ft), arg_zs=np.asarray(arg_zs))
         m2, n = t.cand.shape
         if m2 % 2 or any(a.shape != (m2, n) for a in (t.p_ft, t.p_zs)) or \
                 any(a.shape != (n,) for a in (t.r_ft, t.r_zs, t.arg_ft, t.arg_zs)):
-            raise ValueError(f"live tables of inconsistent shapes: cand {t.cand.shape}, p_ft {t.p_ft.shape}, "
+            raise ValueError(f"top-m tables of inconsistent shapes: cand {t.cand.shape}, p_ft {t.p_ft.shape}, "
                              f"p_zs {t.p_zs.shape}, r_ft {t.r_ft.shape}, r_zs {t.r_zs.shape}, "
                              f"preds {t.arg_zs.shape}/{t.arg_ft.shape}")
         return t
@@ -117,9 +116,9 @@ def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m
     return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1], arg_ft, arg_zs
 
 
-def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> TopM:
+def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> TopMTable:
     n = len(logits_ft)
-    t = TopM(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
+    t = TopMTable(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
               np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
               np.empty(n, np.int64), np.empty(n, np.int64))
 
@@ -136,8 +135,8 @@ def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads
 
 
 @dataclass
-class LiveSplit:
-    """One evaluation split ready for live re-weighting.
+class TopMSplit:
+    """One evaluation split ready for exact re-weighting (the dashboard's live controls, hyperparameter tuning).
 
     The split's logits may be memory-mapped: after the per-temperature tables are built
     (on first use), only the rows that need the full computation are read again.
@@ -155,17 +154,22 @@ class LiveSplit:
 
     @classmethod
     def from_split_data(cls, split: SplitData, t_zs: float, t_ft: float, m: int = 5,
-                        tables: dict[tuple[float, float], TopM] | None = None) -> LiveSplit:
+                        tables: dict[tuple[float, float], TopMTable] | None = None) -> TopMSplit:
         """t_zs, t_ft: the calibrated temperatures (used when `calibrate` is on, else T = 1).
         tables: prebuilt tables by temperature pair (e.g. read from a bundle); the ones
         missing are built on first use."""
-        live = cls(split, float(t_zs), float(t_ft), m)
+        out = cls(split, float(t_zs), float(t_ft), m)
         for temps, table in (tables or {}).items():
             if len(table.r_ft) != len(split):
-                raise ValueError(f"split {split.name}: live tables for {len(table.r_ft)} samples, split has "
+                raise ValueError(f"split {split.name}: top-m tables for {len(table.r_ft)} samples, split has "
                                  f"{len(split)}")
-            live._tables[(float(temps[0]), float(temps[1]))] = table
-        return live
+            out._tables[(float(temps[0]), float(temps[1]))] = table
+        return out
+
+    @property
+    def temperatures(self) -> tuple[float, float]:
+        """The calibrated pair (used when `calibrated`)."""
+        return self.t_zs, self.t_ft
 
     @property
     def labels(self) -> np.ndarray:
@@ -177,7 +181,7 @@ class LiveSplit:
     def _temperatures(self, calibrated: bool) -> tuple[float, float]:
         return (self.t_zs, self.t_ft) if calibrated else (1.0, 1.0)
 
-    def _top_m(self, calibrated: bool) -> TopM | None:
+    def _top_m(self, calibrated: bool) -> TopMTable | None:
         """Built on first use for each temperature pair; None when m covers every class."""
         temps = self._temperatures(calibrated)
         if temps in self._tables:
@@ -188,7 +192,7 @@ class LiveSplit:
         self._tables[temps] = _build_top_m(self.split.logits_zs, self.split.logits_ft, *temps, m, self.threads)
         return self._tables[temps]
 
-    def tables(self) -> dict[tuple[float, float], TopM]:
+    def tables(self) -> dict[tuple[float, float], TopMTable]:
         """The tables for T = 1 and for the calibrated temperatures (built if needed), to store in a
         bundle; empty when m covers every class (then nothing needs storing)."""
         out = {}
@@ -248,36 +252,11 @@ class LiveSplit:
         return float((self.mixture_preds(alpha, calibrated) == self.labels).mean())
 
 
-def method_preds(live: LiveSplit, sel: Selection, wse_preds: np.ndarray | None = None,
-                 wse_alphas: list[float] | None = None, vrf: VRFParams | None = None) -> dict[str, np.ndarray]:
-    """`vrf_core.evaluate.method_preds` from the live tables: the same predictions, in the same order,
-    without the full mixtures. live: built with the selection's temperatures; wse_preds: (A, N)
-    argmax of the WSE logits at each of `wse_alphas` (e.g. a bundle's `preds_wse`)."""
-    if (live.t_zs, live.t_ft) != (float(sel.t_zs), float(sel.t_ft)):
-        raise ValueError(f"split {live.split.name}: live tables for T = ({live.t_zs}, {live.t_ft}), selection has "
-                         f"({sel.t_zs}, {sel.t_ft})")
-    return evaluate.method_preds(live.split, sel, wse_alphas, vrf, predictor=live, wse_preds=wse_preds)
-
-
-def baseline_curves(lives: dict[str, LiveSplit], ose_alphas: list[float],
-                    wse_preds: dict[str, np.ndarray | None] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Accuracy at each alpha of OSE, calibrated OSE and (where `wse_preds`, (A, N) per split, are
-    given) WSE: method -> split -> (len(alphas),). The static curves of the trade-off plot."""
-    out: dict[str, dict[str, np.ndarray]] = {"OSE": {}, "OSE (calibrated)": {}, "WSE": {}}
-    for name, live in lives.items():
-        for method, calibrated in (("OSE", False), ("OSE (calibrated)", True)):
-            out[method][name] = np.array([live.ose_accuracy(al, calibrated) for al in ose_alphas])
-        wse = (wse_preds or {}).get(name)
-        if wse is not None:
-            out["WSE"][name] = (np.asarray(wse) == live.labels[None, :]).mean(axis=1)
-    return {m: c for m, c in out.items() if c}
-
-
-def ose_curve(splits: list[LiveSplit], alphas: list[float], calibrated: bool = False) -> np.ndarray:
+def ose_curve(splits: list[TopMSplit], alphas: list[float], calibrated: bool = False) -> np.ndarray:
     """OSE accuracy (len(alphas), len(splits)) for every alpha."""
     return np.array([[s.ose_accuracy(al, calibrated) for s in splits] for al in alphas])
 
 
-def vrf_curve(splits: list[LiveSplit], params: VRFParams, a_values: list[float]) -> np.ndarray:
+def vrf_curve(splits: list[TopMSplit], params: VRFParams, a_values: list[float]) -> np.ndarray:
     """VRF accuracy (len(a_values), len(splits)) as a varies, the other settings held."""
     return np.array([[s.vrf_accuracy(replace(params, a=float(a))) for s in splits] for a in a_values])

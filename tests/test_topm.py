@@ -1,4 +1,4 @@
-"""Live re-weighting (vrf_core.live) gives the same predictions as the full N x C mixtures of
+"""Exact re-weighting from top-m tables (vrf_core.topm) gives the same predictions as the full N x C mixtures of
 vrf_core.evaluate on every sample: random, adversarial (ties, flat rows, w = 0 and 1, binary
 rule, few classes) and projected splits, plus a property test."""
 
@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from vrf_core import evaluate
 from vrf_core.data import ClassProjection
-from vrf_core.evaluate import Selection, SplitData, VRFParams, mixture_preds, vrf_preds
-from vrf_core.live import LiveSplit, TopM, method_preds, ose_curve, softmax_rows, vrf_curve
+from vrf_core.evaluate import Hyperparameters, SplitData, VRFParams, mixture_preds, vrf_preds
 from vrf_core.projection import project_logits
+from vrf_core.topm import TopMSplit, TopMTable, ose_curve, softmax_rows, vrf_curve
 
 T_ZS, T_FT = 1.7, 0.6
 
@@ -26,7 +26,7 @@ def random_split(rng, n=400, c=50, k=8, scale=3.0, dtype=np.float32) -> SplitDat
     return SplitData("s", "ood", labels, zs.astype(dtype), ft.astype(dtype), knn)
 
 
-def assert_same(split: SplitData, live: LiveSplit, params: VRFParams) -> None:
+def assert_same(split: SplitData, live: TopMSplit, params: VRFParams) -> None:
     expected = vrf_preds(split, params, (T_ZS, T_FT))
     np.testing.assert_array_equal(live.vrf_preds(params), expected)
 
@@ -49,7 +49,7 @@ def test_softmax_rows_equals_split_probs_bitwise(dtype):
 def test_vrf_and_ose_equal_the_full_mixture(c, m):
     rng = np.random.default_rng(c + m)
     split = random_split(rng, n=600 if c < 1000 else 300, c=c)
-    live = LiveSplit.from_split_data(split, T_ZS, T_FT, m=m)
+    live = TopMSplit.from_split_data(split, T_ZS, T_FT, m=m)
     for params in PARAMS:
         assert_same(split, live, params)
     np.testing.assert_array_equal(live.model_preds("zs"), split.logits_zs.argmax(1))
@@ -63,7 +63,7 @@ def test_vrf_and_ose_equal_the_full_mixture(c, m):
 def test_curves_equal_one_value_at_a_time():
     rng = np.random.default_rng(3)
     splits = [random_split(rng, n=200, c=30), random_split(rng, n=150, c=30)]
-    lives = [LiveSplit.from_split_data(s, T_ZS, T_FT) for s in splits]
+    lives = [TopMSplit.from_split_data(s, T_ZS, T_FT) for s in splits]
     alphas = [i / 10 for i in range(11)]
     got = ose_curve(lives, alphas, calibrated=True)
     want = [[(mixture_preds(s, al, T_ZS, T_FT) == s.labels).mean() for s in splits] for al in alphas]
@@ -89,7 +89,7 @@ def test_ties_flat_rows_and_extreme_weights():
     zs[100:150, 30:] = zs[100:150, :1]  # the row's first value repeated beyond the top-m lists
     knn = np.sort(rng.uniform(0, 3, size=(n, 4)), axis=1).astype(np.float32)
     split = SplitData("ties", "ood", rng.integers(0, c, n), zs, ft, knn)
-    live = LiveSplit.from_split_data(split, 1.0, 1.0, m=3)
+    live = TopMSplit.from_split_data(split, 1.0, 1.0, m=3)
     w = rng.uniform(size=n)
     w[::3], w[1::3] = 0.0, 1.0
     for weights in (w, 0.0, 1.0, 0.5, 0.3):
@@ -107,7 +107,7 @@ def test_projected_splits(projection):
     split = SplitData("proj", "ood", full.labels % projection.num_classes,
                       project_logits(full.logits_zs, projection), project_logits(full.logits_ft, projection),
                       full.knn_sqdist)
-    live = LiveSplit.from_split_data(split, T_ZS, T_FT, m=2)
+    live = TopMSplit.from_split_data(split, T_ZS, T_FT, m=2)
     for params in PARAMS:
         assert_same(split, live, params)
 
@@ -123,33 +123,34 @@ def test_property_equal_to_full_mixture(seed, c, m, levels, t):
     ft = rng.integers(0, levels, size=(n, c)).astype(np.float32)
     w = rng.choice([0.0, 1.0, 0.5, rng.uniform(), rng.uniform()], size=n)
     split = SplitData("p", "ood", rng.integers(0, c, n), zs, ft, np.zeros((n, 1), np.float32))
-    live = LiveSplit.from_split_data(split, t, 1.0, m=m)
+    live = TopMSplit.from_split_data(split, t, 1.0, m=m)
     np.testing.assert_array_equal(live.mixture_preds(w, True), mixture_preds(split, w, t, 1.0))
     np.testing.assert_array_equal(live.mixture_preds(float(w[0]), False), mixture_preds(split, w[0], 1.0, 1.0))
 
 
 def test_method_preds_equal_the_full_computation_and_tables_round_trip():
-    """live.method_preds (stored tables, WSE predictions) gives evaluate.method_preds' predictions for
-    every method; tables rebuilt from their arrays decide the same."""
+    """method_preds with the top-m predictor gives the full computation's predictions for every
+    method; tables rebuilt from their arrays decide the same."""
     rng = np.random.default_rng(6)
     split = random_split(rng, n=500, c=80)
-    split.logits_wse = np.stack([(1 - al) * split.logits_zs + al * split.logits_ft for al in (0.0, 0.5, 1.0)])
+    wse = np.stack([((1 - al) * split.logits_zs + al * split.logits_ft).argmax(1) for al in (0.0, 0.5, 1.0)])
     split.ood_scores = {"knn": rng.normal(size=len(split)).astype(np.float32)}
-    sel = Selection("s", T_ZS, T_FT, 0.5, 0.3, 0.6, VRFParams(1.2, 0.4, 3),
+    sel = Hyperparameters("s", T_ZS, T_FT, 0.5, 0.3, 0.6, VRFParams(1.2, 0.4, 3),
                     {"msp": 0.5, "energy": 3.0, "knn": 0.1, "mahalanobis": 0.0})
-    full = evaluate.method_preds(split, sel, [0.0, 0.5, 1.0])
-    live = LiveSplit.from_split_data(split, T_ZS, T_FT)
-    got = method_preds(live, sel, split.logits_wse.argmax(2), [0.0, 0.5, 1.0])
+    full = evaluate.method_preds(split, sel, wse_preds=wse, wse_alphas=[0.0, 0.5, 1.0])
+    live = TopMSplit.from_split_data(split, T_ZS, T_FT)
+    got = evaluate.method_preds(split, sel, live, wse, [0.0, 0.5, 1.0])
     assert list(got) == list(full)  # same methods, same order ("mahalanobis": no score, left out)
     for method in full:
         np.testing.assert_array_equal(got[method], full[method], err_msg=method)
-    stored = {t: TopM.from_arrays(table.to_arrays(), table.arg_zs, table.arg_ft) for t, table in live.tables().items()}
-    again = LiveSplit.from_split_data(split, T_ZS, T_FT, tables=stored)
+    stored = {t: TopMTable.from_arrays(table.to_arrays(), table.arg_zs, table.arg_ft)
+              for t, table in live.tables().items()}
+    again = TopMSplit.from_split_data(split, T_ZS, T_FT, tables=stored)
     assert set(stored) == {(1.0, 1.0), (T_ZS, T_FT)}
     for params in PARAMS:
         np.testing.assert_array_equal(again.vrf_preds(params), live.vrf_preds(params))
     with pytest.raises(ValueError, match="temperature|T ="):
-        method_preds(LiveSplit.from_split_data(split, 1.0, 1.0), sel)
+        evaluate.method_preds(split, sel, TopMSplit.from_split_data(split, 1.0, 1.0))
     with pytest.raises(ValueError, match="inconsistent shapes"):
-        TopM.from_arrays({**live.tables()[(1.0, 1.0)].to_arrays(), "r_ft": np.zeros(3, np.float32)},
+        TopMTable.from_arrays({**live.tables()[(1.0, 1.0)].to_arrays(), "r_ft": np.zeros(3, np.float32)},
                          live.model_preds("zs"), live.model_preds("ft"))
