@@ -34,7 +34,7 @@ lint: venv
 	$(PY) -m ruff check vrf_core precompute dashboard tests
 
 bench: venv
-	$(PY) -m precompute.bench
+	$(PY) -m benchmarks.bench
 
 clean:
 	rm -rf $(BUNDLES)/demo test-artifacts .pytest_cache

@@ -176,11 +176,11 @@ class LiveView:
     """Every split under the controls' current parameters (VRF recomputed in `ms` milliseconds)."""
 
     params: VRFParams
-    views: dict[str, SplitView]
+    splits: dict[str, SplitView]
     ms: float
 
     def ood_average(self, method: str) -> float:
-        ood = [v for v in self.views.values() if v.role == "ood"]
+        ood = [v for v in self.splits.values() if v.role == "ood"]
         return float(np.mean([v.accuracy(method) for v in ood])) if ood else float("nan")
 
 

@@ -50,7 +50,7 @@ def grid(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
     current, unit = st.session_state.get("inspect"), distance_unit(ctx.params.scale)
     cols = st.columns(COLUMNS)
     for n, (split, i) in enumerate(items[start:start + PAGE_SIZE]):
-        view = ctx.view.views[split]
+        view = ctx.view.splits[split]
         with cols[n % COLUMNS].container(border=True):
             thumb = data.thumbnail(ctx.bundle, split, i)
             if thumb is not None:
@@ -67,18 +67,18 @@ def _probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
     sd = data.split_data(ctx.bundle, split)
     t_zs, t_ft = (ctx.hp.t_zs, ctx.hp.t_ft) if ctx.params.calibrate else (1.0, 1.0)
     p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
-    w = ctx.view.views[split].w[i]
+    w = ctx.view.splits[split].w[i]
     return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs}
 
 
 def inspector(ctx: Context) -> None:
     item = st.session_state.get("inspect")
-    if item is None or item[0] not in ctx.view.views or not ctx.view.views[item[0]].preds:
+    if item is None or item[0] not in ctx.view.splits or not ctx.view.splits[item[0]].preds:
         st.info("Click **Inspect** under an image to see both models' predictions, its weight and its nearest "
                 "zero-shot failure training images.", icon=":material/zoom_in:")
         return
     split, i = item
-    view, names = ctx.view.views[split], ctx.bundle.split_classnames(split)
+    view, names = ctx.view.splits[split], ctx.bundle.split_classnames(split)
     refs = data.array(ctx.bundle, split, "refs")
     with st.container(border=True, key="inspector"):
         st.markdown(f"#### {split} #{i}")

@@ -1,4 +1,4 @@
-"""The shared sidebar: bundle picker, live VRF controls, URL sync and the latency line.
+"""The shared sidebar: bundle picker, VRF controls, URL sync and the latency line.
 
 Every control lives in `st.session_state` under a fixed key and is mirrored in the
 URL query string, so a view can be shared by its link. Controls start at the
@@ -243,6 +243,6 @@ class LatencyLine:
         total = 1000 * (time.perf_counter() - self.start)
         if ctx is None:
             return
-        n = sum(len(v.labels) for v in ctx.view.views.values() if v.preds)
+        n = sum(len(v.labels) for v in ctx.view.splits.values() if v.preds)
         st.sidebar.caption(f":material/timer: VRF recompute **{ctx.view.ms:.0f} ms** ({n:,} evaluation samples) · "
                           f"page update **{total:.0f} ms**")

@@ -1,4 +1,4 @@
-"""From extracted arrays to a finished bundle: ZSF set, kNN distances, selective
+"""From extracted arrays to a finished bundle: ZSF set, kNN distances, routing
 scores, the embedding map, manifest; then everything derived (vrf_core.derive).
 
 Shared by the real pipeline (`precompute run`, `precompute demo`) and by the
@@ -256,8 +256,7 @@ def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
         check_finite(split, ex)
     writer = BundleWriter(out_dir)
     try:
-        manifest = {"name": name, **_write_arrays(writer, train, evals, settings, manifest_extra, zsf_thumbs, cache)}
-        return finish(writer, manifest)
+        return finish(writer, _write_arrays(writer, name, train, evals, settings, manifest_extra, zsf_thumbs, cache))
     except BaseException:
         writer.abort()
         raise
@@ -277,9 +276,60 @@ def finish(writer: BundleWriter, manifest: dict) -> Bundle:
     return open_bundle(writer.root)
 
 
-def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extracted], settings: AssembleSettings,
-                  manifest_extra: dict, zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None,
-                  cache: StageCache) -> dict:
+@dataclass(frozen=True)
+class ZSFSummary:
+    """The ZSF set's size and the k settings it allows (manifest keys zsf and ensemble.k_max)."""
+
+    size: int
+    train_size: int
+    k_max: int  # the configured k_max, lowered below the set's size when needed
+    k_rule_value: int  # the k of ensemble.k_rule, at most k_max
+    k_rule_raw: int  # that k before the cap
+
+
+def zsf_summary(n_zsf: int, n_train: int, settings: AssembleSettings) -> ZSFSummary:
+    k_max = min(settings.k_max, n_zsf - 1)
+    if k_max < settings.k_max:
+        log(f"ensemble.k_max lowered from {settings.k_max} to {k_max}: the ZSF set has {n_zsf} members")
+    k_rule_raw = k_from_rule(settings.k_rule, n_zsf, n_train)
+    k_rule_value = min(k_rule_raw, k_max)
+    if k_rule_value < k_rule_raw:
+        log(f"warning: k = {k_rule_raw} from ensemble.k_rule = {settings.k_rule!r} exceeds k_max = {k_max}; "
+            f"using k = {k_rule_value} (recorded in the manifest under zsf.k_rule_raw)")
+    return ZSFSummary(n_zsf, n_train, k_max, k_rule_value, k_rule_raw)
+
+
+def split_entry(role: str, n: int, source: dict, classnames: list[str] | None = None,
+                projection: ClassProjection | None = None) -> dict:
+    """One split's entry under the manifest's `splits`."""
+    return {"role": role, "n": int(n), "classnames": classnames,
+            "projection": projection.to_json() if projection else None, "source": source}
+
+
+def bundle_manifest(name: str, settings: AssembleSettings, zsf: ZSFSummary, splits: dict[str, dict],
+                    feature_dim: int, embedding: dict | None, extra: dict) -> dict:
+    """The manifest of the staged arrays, without the derived keys (`finish` adds them).
+    extra: the run's own keys (classnames, templates, models, preprocessing, config)."""
+    return {
+        "name": name,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "num_classes": len(extra["classnames"]),
+        "feature_dim": int(feature_dim),
+        "splits": splits,
+        "zsf": {"size": int(zsf.size), "train_size": int(zsf.train_size), "k_rule": settings.k_rule,
+                "k_rule_value": int(zsf.k_rule_value), "k_rule_raw": int(zsf.k_rule_raw)},
+        "ensemble": {"wse_alphas": settings.wse_alphas, "ose_alphas": settings.ose_alphas, "k_max": int(zsf.k_max),
+                     "distance": settings.distance, "calibration": settings.calibration,
+                     "weight_rule": settings.weight_rule},
+        "embedding": embedding,
+        "versions": _versions(),
+        **extra,
+    }
+
+
+def _write_arrays(writer: BundleWriter, name: str, train: Extracted, evals: dict[str, Extracted],
+                  settings: AssembleSettings, manifest_extra: dict,
+                  zsf_thumbs: Callable[[np.ndarray], list[bytes]] | None, cache: StageCache) -> dict:
     """Stage every array; returns the manifest (without the derived keys)."""
     rng = np.random.default_rng(settings.seed)
     num_classes = len(manifest_extra["classnames"])
@@ -294,14 +344,8 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
     n_train = len(train.labels)
     check_zsf_size(len(zsf_idx), n_train, settings, float((preds_zs == train.labels).mean()),
                    float((preds_ft == train.labels).mean()))
-    k_max = min(settings.k_max, len(zsf_idx) - 1)
-    if k_max < settings.k_max:
-        log(f"ensemble.k_max lowered from {settings.k_max} to {k_max}: the ZSF set has {len(zsf_idx)} members")
-    k_rule_raw = k_from_rule(settings.k_rule, len(zsf_idx), n_train)
-    k_rule_value = min(k_rule_raw, k_max)
-    if k_rule_value < k_rule_raw:
-        log(f"warning: k = {k_rule_raw} from ensemble.k_rule = {settings.k_rule!r} exceeds k_max = {k_max}; "
-            f"using k = {k_rule_value} (recorded in the manifest under zsf.k_rule_raw)")
+    zsf = zsf_summary(len(zsf_idx), n_train, settings)
+    k_max = zsf.k_max
     zsf_feats = np.asarray(train.features_ft[zsf_idx], dtype=np.float32)
     zsf_digest = array_digest(zsf_feats)
     log(f"ZSF set: {len(zsf_idx)} of {len(mask)} training samples; k_max = {k_max}")
@@ -342,7 +386,7 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
     writer.put("train", "knn_sqdist", t_sq)
     writer.put("train", "knn_index", t_nn.astype(np.int32))
 
-    # 3. Feature-based ID scores for the selective-routing baselines, fit on the training set.
+    # 3. Feature-based ID scores for the routing baselines, fit on the training set.
     gauss = GaussianFit(np.asarray(train.features_ft, np.float32), np.asarray(train.labels), num_classes)
     base_idx = np.arange(n_train) if n_train <= settings.knn_train_base else np.sort(
         rng.choice(n_train, settings.knn_train_base, replace=False))
@@ -396,27 +440,8 @@ def _write_arrays(writer: BundleWriter, train: Extracted, evals: dict[str, Extra
         embedding = {"method": "umap", "metric": "cosine", "n_neighbors": settings.umap_neighbors,
                      "max_points": settings.umap_max_points, "of": "features_ft"}
 
-    splits_meta = {
-        "train": {"role": "id_train", "n": int(len(sample)), "classnames": None, "projection": None,
-                  "source": train.source},
-        "zsf": {"role": "zsf", "n": int(len(zsf_idx)), "classnames": None, "projection": None,
-                "source": train.source},
-    }
-    for split, ex in evals.items():
-        splits_meta[split] = {"role": ex.role, "n": int(len(ex.labels)), "classnames": ex.classnames,
-                              "projection": ex.projection.to_json() if ex.projection else None,
-                              "source": ex.source}
-    return {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "num_classes": num_classes,
-        "feature_dim": int(zsf_feats.shape[1]),
-        "splits": splits_meta,
-        "zsf": {"size": int(len(zsf_idx)), "train_size": int(n_train), "k_rule": settings.k_rule,
-                "k_rule_value": int(k_rule_value), "k_rule_raw": int(k_rule_raw)},
-        "ensemble": {"wse_alphas": settings.wse_alphas, "ose_alphas": settings.ose_alphas, "k_max": int(k_max),
-                     "distance": settings.distance, "calibration": settings.calibration,
-                     "weight_rule": settings.weight_rule},
-        "embedding": embedding,
-        "versions": _versions(),
-        **manifest_extra,
-    }
+    splits = {"train": split_entry("id_train", len(sample), train.source),
+              "zsf": split_entry("zsf", len(zsf_idx), train.source)}
+    splits |= {split: split_entry(ex.role, len(ex.labels), ex.source, ex.classnames, ex.projection)
+               for split, ex in evals.items()}
+    return bundle_manifest(name, settings, zsf, splits, zsf_feats.shape[1], embedding, manifest_extra)

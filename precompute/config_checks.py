@@ -112,12 +112,13 @@ def check_fields(where: str, key: str, section) -> None:
             hint = next(h for h in typing.get_args(hint) if h is not type(None))
         if hint is typing.Any:
             continue  # checked one by one in check_config
+        if f"{table}.{f.name}" in CHOICES:
+            check_choice(where, f"{key}.{f.name}", value, CHOICES[f"{table}.{f.name}"])
+            continue
         limit = LIMITS.get(f"{table}.{f.name}")
         need = f"{TYPE_WORDS[hint]} {limit}" if limit else TYPE_WORDS[hint]
         if not _has_type(value, hint) or (limit and not limit.allows(value)):
             fail(where, f"{key}.{f.name}", value, f"must be {need}")
-        if f"{table}.{f.name}" in CHOICES:
-            check_choice(where, f"{key}.{f.name}", value, CHOICES[f"{table}.{f.name}"])
 
 
 def check_device(where: str, device: str) -> None:

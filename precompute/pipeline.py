@@ -17,7 +17,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -35,14 +34,16 @@ from precompute.assemble import (
     wse_predictions,
 )
 from precompute.config import Config
+from precompute.extraction import extract_split, pack_thumbs, unpack_thumbs
 from precompute.sources import build_datasets, resolve_classnames
 from vrf_core.bundle import Bundle, BundleError, open_bundle
-from vrf_core.data import ImageSet, scan_images
+from vrf_core.data import ImageSet
 from vrf_core.devices import pick_device
 from vrf_core.distributed import barrier, init_distributed, is_main, world_size
-from vrf_core.extract import extract, jpeg_thumbnail
-from vrf_core.filesafe import atomic_write_json, kill_point
+from vrf_core.extract import jpeg_thumbnail
+from vrf_core.filesafe import atomic_write_json
 from vrf_core.finetune import finetune
+from vrf_core.image_scan import scan_images
 from vrf_core.models import (
     ImageClassifier,
     ModelError,
@@ -78,16 +79,6 @@ def exclusive(out: Path):
         f.write(str(os.getpid()))
         f.flush()
         yield
-
-
-def _pack_thumbs(thumbs: list[bytes]) -> dict[str, np.ndarray]:
-    return {"thumb_lengths": np.array([len(t) for t in thumbs], np.int64),
-            "thumb_bytes": np.frombuffer(b"".join(thumbs), np.uint8)}
-
-
-def _unpack_thumbs(arrays: dict) -> list[bytes]:
-    blob, ends = np.asarray(arrays["thumb_bytes"]).tobytes(), np.cumsum(arrays["thumb_lengths"])
-    return [blob[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]).astype(int), ends)]
 
 
 def _scan(stages: StageCache, workers: int):
@@ -155,69 +146,6 @@ def _metadata(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def _check_outputs(split: str, images: ImageSet, model: str, arrays: dict[str, np.ndarray]) -> None:
-    """NaN or infinite outputs are a broken model (or an fp16 overflow), never data to cache."""
-    for what, arr in arrays.items():
-        if what.startswith("preds_"):
-            rows, what = np.flatnonzero(arr < 0), "logits"  # extract marks non-finite logits with -1
-        else:
-            rows = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))
-        if len(rows):
-            examples = ", ".join(images.refs[i] for i in rows[:3])
-            raise ModelError(
-                f"model {model!r} gave NaN or infinite {what.split('_')[0]} for {len(rows)} of {len(arr)} images "
-                f"of split {split!r} (e.g. {examples}); its weights may be corrupt (check [model] and "
-                "finetune.checkpoint) or half precision overflowed (set model.precision = \"fp32\")")
-
-
-def _extract_split(name: str, role: str, images: ImageSet, models: dict[str, tuple[ImageClassifier, str]],
-                   cfg: Config, clip, device, stages: StageCache) -> tuple[dict, dict]:
-    """Cached extraction of one split, one stage per model (and one for thumbnails), all missing ones
-    in a single pass over the images. Returns the arrays (memory-mapped from the cache) and the keys."""
-    is_train = role == "id_train"
-    data_key = content_key(images.fingerprint(), preprocess_description(clip.preprocess_eval), cfg.model.precision)
-    keys = {m: content_key("extract", data_key, model_key, is_train) for m, (_, model_key) in models.items()}
-    thumb_size = 0 if is_train else cfg.bundle.thumb_size
-    if thumb_size:
-        keys["thumbs"] = content_key("thumbs", images.files_key(), thumb_size)
-    stage = {part: f"extract/{name}/{part}" for part in keys}
-    missing = [part for part in keys if not stages.has(stage[part], keys[part])]
-    for part in keys:
-        if part not in missing:
-            stages.note(stage[part], keys[part], "reused")
-    if missing:
-        todo = {m: models[m][0] for m in missing if m != "thumbs"}
-        shards = stages.root / "extract" / name / ".shards"
-        t0 = time.perf_counter()
-        arrays = extract(todo, images, clip.preprocess_eval, features_of=("ft",) if is_train else ("zs", "ft"),
-                         preds_only=is_train, batch_size=cfg.run.batch_size, workers=cfg.run.workers,
-                         thumb_size=thumb_size if "thumbs" in missing else 0, device=device,
-                         precision=cfg.model.precision, desc=f"extract {name} ({', '.join(missing)})",
-                         shard_dir=shards)
-        if is_main():
-            seconds = (time.perf_counter() - t0) / len(missing)
-            for part in missing:
-                if part == "thumbs":
-                    out = _pack_thumbs(arrays["thumbs"])
-                else:
-                    out = {k: arrays[k] for k in (f"features_{part}", f"logits_{part}", f"preds_{part}")
-                           if k in arrays}
-                    _check_outputs(name, images, part, out)
-                stages.put(stage[part], keys[part], out)
-                stages.note(stage[part], keys[part], "computed", seconds)
-                kill_point(f"extract-publish:{name}")
-            shutil.rmtree(shards, ignore_errors=True)
-        barrier()
-    out: dict = {"labels": images.labels}
-    for part in keys:
-        loaded = stages.load(stage[part], keys[part])
-        if part == "thumbs":
-            out["thumbs"] = _unpack_thumbs(loaded)
-        else:
-            out.update(loaded)
-    return out, keys
-
-
 def run(cfg: Config) -> Bundle | None:
     """The whole pipeline; returns the bundle on rank 0 (None on other torchrun ranks)."""
     init_distributed()
@@ -266,11 +194,11 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
             m.load_state_dict(interpolate_state_dicts(zs_state, ft_state, a))
             models[f"wse_{a}"] = (m, content_key("wse", head_key, ft_sha, a))
 
-    ex_train, train_keys = _extract_split("train", "id_train", train, {m: models[m] for m in ("zs", "ft")}, cfg,
+    ex_train, train_keys = extract_split("train", "id_train", train, {m: models[m] for m in ("zs", "ft")}, cfg,
                                           clip, device, stages)
     ex_evals, eval_keys = {}, {}
     for s, (role, images) in evals.items():
-        ex_evals[s], eval_keys[s] = _extract_split(s, role, images, models, cfg, clip, device, stages)
+        ex_evals[s], eval_keys[s] = extract_split(s, role, images, models, cfg, clip, device, stages)
     if not is_main():
         return None
 
@@ -313,10 +241,10 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
 
     def zsf_thumbs(idx: np.ndarray) -> list[bytes]:
         def compute() -> dict[str, np.ndarray]:
-            return _pack_thumbs([jpeg_thumbnail(train.load(int(i)), cfg.bundle.thumb_size) for i in idx])
+            return pack_thumbs([jpeg_thumbnail(train.load(int(i)), cfg.bundle.thumb_size) for i in idx])
 
         key = content_key("zsf-thumbs", train.files_key(), array_digest(idx), cfg.bundle.thumb_size)
-        return _unpack_thumbs(stages.get("thumbs/zsf", key, compute))
+        return unpack_thumbs(stages.get("thumbs/zsf", key, compute))
 
     extra = {
         "classnames": classnames,

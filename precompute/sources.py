@@ -56,8 +56,10 @@ def resolve_classnames(spec, base_dir: Path, where: str = "config") -> list[str]
         return list(CLASSNAMES[spec]())
     path = Path(classnames_origin(spec, base_dir))
     if not path.is_file():
+        close = difflib.get_close_matches(spec, list(CLASSNAMES), n=1)
+        hint = f"did you mean {json.dumps(close[0])}?" if close else "fix the name or the path"
         raise ConfigError(f"{key} is neither a registered class list ({', '.join(sorted(CLASSNAMES))}) nor an "
-                          f"existing file ({path}); fix the name or the path (relative to the config's folder)")
+                          f"existing file ({path}, relative to the config's folder); {hint}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -145,7 +145,7 @@ def test_class_lists_that_disagree_need_a_declared_projection(world, capsys):
     (('path = "data/test"', 'path = "data/test"\nskip_unreadble = true'),
      "unknown key data.test.skip_unreadble; did you mean 'skip_unreadable'?"),
     (("[bundle]", "[bundel]"), "unknown section [bundel]; did you mean [bundle]?"),
-    (("thumb_size = 32", 'thumb_size = "big"'), "bundle.thumb_size must be a number"),
+    (("thumb_size = 32", 'thumb_size = "big"'), 'bundle.thumb_size = "big" must be an integer >= 0'),
 ])
 def test_misspelled_config_keys_suggest_the_closest(world, capsys, edit, expected):
     assert expected in fails(world, capsys, "typo", edit)

@@ -1,4 +1,4 @@
-"""The dashboard under streamlit.testing.v1.AppTest, on a synthetic bundle: every page runs, the live
+"""The dashboard under streamlit.testing.v1.AppTest, on a synthetic bundle: every page runs, the
 controls agree with vrf_core computed directly, broken bundles give a message naming the file."""
 
 import json

@@ -130,9 +130,12 @@ def check_manifest(m: dict) -> str | None:
         absent = [a for a in need if f"splits/{name}/{a}.npy" not in m["files"]]
         if absent:
             return f"split {name!r} (role {s['role']}) lacks the arrays {absent}"
-    for role in ("id_val", "id_test"):
+    for mode, role in (("validation", "id_val"), ("oracle", "id_test")):
         if not any(s["role"] == role for s in m["splits"].values()):
             return f"no split of role {role!r}: hyperparameters are tuned on id_val (oracle: id_test)"
+        for key in ("hyperparameters", "results", "curves"):
+            if mode not in m[key]:
+                return f"'{key}' has no {mode!r} entry (tuned on the {role} split)"
     for rel, info in m["files"].items():
         problem = check_array(m, rel, info)
         if problem:

@@ -19,7 +19,7 @@ def project_logits(logits: np.ndarray, projection: ClassProjection | None) -> np
 class ProjectedRows:
     """(N, C) model logits (e.g. memory-mapped) seen through a projection, projected only where read:
     `x[rows]` gives float32 projected rows, `np.asarray(x)` all of them. Lets a split's logits be
-    opened without reading them (the live tables need only the rows they cannot decide)."""
+    opened without reading them (the top-m tables need only the rows they cannot decide)."""
 
     def __init__(self, logits: np.ndarray, projection: ClassProjection):
         self.logits, self.projection = logits, projection

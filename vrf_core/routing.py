@@ -1,4 +1,4 @@
-"""Selective routing baselines: an OOD score decides, per sample, which single
+"""Routing baselines (the paper's "selective" ensembles): an OOD score decides, per sample, which single
 model answers (fine-tuned when the sample looks in-distribution, zero-shot
 otherwise). The threshold keeps a fixed fraction (95%) of ID validation samples.
 

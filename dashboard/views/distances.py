@@ -21,9 +21,9 @@ def distance_groups(ctx: Context) -> dict[str, np.ndarray]:
     groups: dict[str, np.ndarray] = {}
     for split in ctx.bundle.split_names("id_train"):
         is_zsf = data.array(ctx.bundle, split, "is_zsf").astype(bool)
-        groups[ZSF], groups[OTHER_TRAIN] = ctx.view.views[split].d[is_zsf], ctx.view.views[split].d[~is_zsf]
+        groups[ZSF], groups[OTHER_TRAIN] = ctx.view.splits[split].d[is_zsf], ctx.view.splits[split].d[~is_zsf]
     for split in data.eval_splits(ctx.bundle):
-        groups[split] = ctx.view.views[split].d
+        groups[split] = ctx.view.splits[split].d
     return groups
 
 
@@ -64,7 +64,7 @@ def ratio_figure(ctx: Context, groups: dict, evals: list[str], n_bins: int,
     edges = distance_bin_edges([groups[g] for g in evals], n_bins)
     centres = (edges[:-1] + edges[1:]) / 2
     for g in evals:
-        v = ctx.view.views[g]
+        v = ctx.view.splits[g]
         r = accuracy_ratio_by_bin(v.d, v.correct("fine-tuned"), v.correct("zero-shot"), edges, min_count)
         fig.add_trace(go.Scatter(
             x=centres, y=r["ratio"], name=g, mode="lines+markers",
@@ -128,7 +128,7 @@ st.caption("ID test sits close to the ZSF set, shifted sets farther away; the da
 show_figure(density_figure(ctx, groups, shown), "di-density", f"{name}-distance-density")
 
 st.subheader("Fine-tuned vs zero-shot accuracy by distance")
-evals = [g for g in shown if g in ctx.view.views and ctx.view.views[g].preds]
+evals = [g for g in shown if g in ctx.view.splits and ctx.view.splits[g].preds]
 c1, c2 = st.columns([1, 3])
 n_bins = c1.slider("Distance bins", 4, 30, 12, key="di-bins", persist_state="session")
 min_count = c1.slider("Fewest samples per point", 5, 200, 20, step=5, key="di-min", persist_state="session")

@@ -46,7 +46,7 @@ def map_figure(ctx: Context, shown: list[str], colour: str, size: int) -> tuple[
     for split in shown:
         xy = data.array(ctx.bundle, split, "umap")
         rows = np.flatnonzero(~np.isnan(xy[:, 0]))
-        v = ctx.view.views[split]
+        v = ctx.view.splits[split]
         name, symbol = (ZSF, "diamond") if split in zsf else (split, "circle")
         # customdata as lists: plotly encodes numpy arrays as typed arrays, which selection events do not decode
         custom = np.stack([rows, v.d[rows].round(3), v.w[rows].round(3)], axis=1)
@@ -102,7 +102,7 @@ def selected_samples(ctx: Context) -> None:
         st.info("Nothing selected yet: choose Box Select or Lasso Select in the plot's toolbar and drag over a "
                 "region.", icon=":material/select:")
         return
-    testable = [(s, i) for s, i in selection if s in ctx.view.views and ctx.view.views[s].preds]
+    testable = [(s, i) for s, i in selection if s in ctx.view.splits and ctx.view.splits[s].preds]
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     n_zsf = len(selection) - len(testable)
     c1.caption(f"{len(selection):,} points selected: {len(testable):,} evaluation samples"

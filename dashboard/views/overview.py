@@ -27,7 +27,7 @@ def results(ctx: Context) -> dict:
     """The stored results table ({method: {split: {acc, lo, hi}}}) with the VRF row at the sidebar's controls."""
     vrf = {}
     for split in data.test_splits(ctx.bundle):
-        correct = ctx.view.views[split].correct("VRF")
+        correct = ctx.view.splits[split].correct("VRF")
         lo, hi = bootstrap_ci(correct)
         vrf[split] = {"acc": float(correct.mean()), "lo": lo, "hi": hi}
     if ctx.bundle.split_names("ood"):

@@ -18,7 +18,7 @@ DIFFERENCES = ("VRF − fine-tuned", "VRF − zero-shot")
 def class_accuracies(ctx: Context, split: str, min_n: int) -> pd.DataFrame:
     """Per class of `split` with at least `min_n` samples: its size, each method's accuracy and VRF's
     differences to the two models (fractions)."""
-    v, names = ctx.view.views[split], ctx.bundle.split_classnames(split)
+    v, names = ctx.view.splits[split], ctx.bundle.split_classnames(split)
     df = pd.DataFrame({"class": names, "samples": np.bincount(v.labels, minlength=len(names)),
                        **{m: per_class_accuracy(v.preds[m], v.labels, len(names)) for m in METHODS}})
     for ref, column in zip(("fine-tuned", "zero-shot"), DIFFERENCES):

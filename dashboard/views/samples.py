@@ -16,7 +16,7 @@ Items = list[tuple[str, int]]
 
 def filtered_grid(ctx: Context, rows: dict[str, np.ndarray], dataset: str, label: str) -> Items:
     """The filters (who is right, d and w ranges, order) and the samples of `rows` that pass them."""
-    views = ctx.view.views
+    views = ctx.view.splits
     with st.container(border=True):
         f1, f2, f3, f4 = st.columns(4)
         who = {method: col.segmented_control(method, ["any", "right", "wrong"], default="any", required=True,
@@ -49,7 +49,7 @@ def filtered_grid(ctx: Context, rows: dict[str, np.ndarray], dataset: str, label
 
 def extreme_distances(ctx: Context, rows: dict[str, np.ndarray], largest: bool) -> Items:
     """One page of the samples of `rows` closest to (or farthest from) the ZSF set."""
-    pool = [(s, int(i), ctx.view.views[s].d[i]) for s, r in rows.items() for i in r]
+    pool = [(s, int(i), ctx.view.splits[s].d[i]) for s, r in rows.items() for i in r]
     pool.sort(key=lambda t: t[2], reverse=largest)
     return [(s, i) for s, i, _ in pool[:gallery.PAGE_SIZE]]
 
@@ -74,9 +74,9 @@ show = c3.segmented_control("Show", ["filtered grid", "smallest d", "largest d"]
                                  "from the ZSF set, whatever the other filters; 'map selection' lists the points "
                                  "selected on the Embedding map.")
 
-rows = {s: np.arange(len(ctx.view.views[s].labels)) for s in chosen}
+rows = {s: np.arange(len(ctx.view.splits[s].labels)) for s in chosen}
 if label != "all classes":
-    rows = {s: r[ctx.view.views[s].labels[r] == names.index(label)] for s, r in rows.items()}
+    rows = {s: r[ctx.view.splits[s].labels[r] == names.index(label)] for s, r in rows.items()}
 if show == MAP:
     keep = {s: set(r.tolist()) for s, r in rows.items()}
     items = [(s, i) for s, i in st.session_state["map_selection"] if i in keep.get(s, ())]

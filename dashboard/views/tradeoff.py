@@ -85,7 +85,7 @@ def vrf_sweep(ctx: Context, p: VRFParams, name: str) -> tuple[list, dict[str, np
     j = int(np.searchsorted(grid, current))
     same = j < len(grid) and grid[j] == current
     values = list(grid[:j]) + [current] + list(grid[j + same:])
-    return values, {s: np.insert(np.delete(a, j) if same else a, j, now.views[s].accuracy("VRF"))
+    return values, {s: np.insert(np.delete(a, j) if same else a, j, now.splits[s].accuracy("VRF"))
                     for s, a in accs.items()}
 
 
@@ -135,8 +135,8 @@ class TradeoffPlot:
         self.rows.append({"method": method, "hyperparameter": "", "value": np.nan, "ID acc": i, "OOD acc": o})
 
     def vrf_at(self, view: data.LiveView) -> tuple[float, float]:
-        ood = view.ood_average("VRF") if self.opts.y_axis == OOD_AVG else view.views[self.opts.y_axis].accuracy("VRF")
-        return view.views[self.opts.id_name].accuracy("VRF"), ood
+        ood = view.ood_average("VRF") if self.opts.y_axis == OOD_AVG else view.splits[self.opts.y_axis].accuracy("VRF")
+        return view.splits[self.opts.id_name].accuracy("VRF"), ood
 
     def axes(self) -> tuple[dict, dict]:
         """x and y axis settings: framed on the anchors when zoomed, logit ticks labelled in percent."""
@@ -227,7 +227,7 @@ def baselines_table(ctx: Context, shifts: tuple[str, ...], ose_alpha: float, ose
                     wse_alpha: float | None) -> pd.DataFrame:
     """Accuracy (%) per test split and OOD avg: OSE and WSE at the chosen alphas, VRF at the sidebar's controls
     and the two models."""
-    tests, views = data.test_splits(ctx.bundle), ctx.view.views
+    tests, views = data.test_splits(ctx.bundle), ctx.view.splits
     compare = {f"OSE{' (calibrated)' if ose_cal else ''}, alpha = {ose_alpha:.2f}":
                {s: data.topm_split(ctx.bundle, ctx.mode, s).ose_accuracy(ose_alpha, ose_cal) for s in tests}}
     if wse_alpha is not None:

@@ -42,10 +42,11 @@ def draw_projection(world: World, spec: SetSpec) -> ClassProjection | None:
     return ClassProjection(tuple(tuple(int(i) for i in np.sort(members[owner == j])) for j in range(spec.classes)))
 
 
-def make_split(world: World, spec: SetSpec, wse_alphas: list[float] | None = None, logits: bool = True) -> Extracted:
-    """The split's arrays: features (n, D) float32, logits (n, C) over the model's classes (readers
-    project them, as for real datasets), `preds_wse` (A, n) in the dataset's own classes.
-    logits=False: labels and features only."""
+def make_split(world: World, spec: SetSpec, wse_alphas: list[float] | None = None,
+               logits: bool = True) -> tuple[Extracted, np.ndarray]:
+    """The split's arrays, and each sample's shift (n,). Features (n, D) float32; logits (n, C)
+    over the model's classes (readers project them, as for real datasets); `preds_wse` (A, n) in
+    the dataset's own classes. logits=False: labels and features only."""
     rng = world.rng
     projection = draw_projection(world, spec)
     labels = rng.integers(0, projection.num_classes if projection else world.classes, spec.n)
@@ -74,4 +75,4 @@ def make_split(world: World, spec: SetSpec, wse_alphas: list[float] | None = Non
                                                        projection)
     return Extracted(role=spec.role, labels=labels.astype(np.int64),
                      refs=np.array([f"{spec.name}/{i:06d}.JPEG" for i in range(spec.n)]), projection=projection,
-                     classnames=classnames, source={"synthetic": True, "shift": spec.shift}, **out)
+                     classnames=classnames, source={"synthetic": True, "shift": spec.shift}, **out), shift

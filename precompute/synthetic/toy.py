@@ -54,7 +54,7 @@ def write_synthetic_bundle(out_dir, spec: SyntheticSpec | None = None,
     sets += [SetSpec(name, "ood", n, shift, subset) for name, n, shift, subset in spec.ood]
     splits = {}
     for s in sets:
-        ex = splits[s.name] = make_split(world, s, settings.wse_alphas if s.role != "id_train" else None)
+        ex = splits[s.name] = make_split(world, s, settings.wse_alphas if s.role != "id_train" else None)[0]
         if spec.thumbs and s.role != "id_train":
             model_class = np.asarray(ex.labels) if ex.projection is None else \
                 np.array([g[0] for g in ex.projection.groups])[ex.labels]

@@ -1,0 +1,102 @@
+"""What precompute derives and stores, on the workload bundle:
+
+- derive + tuning: `vrf_core.bundle_adapter.rederive` (hyperparameters tuned through the top-m
+  tables, then predictions, tables, results and curves) against the same derivation with the
+  hyperparameters tuned on the full N x C mixtures (`evaluate.FullMixture`); both choices and
+  everything derived are compared;
+- bundle size: the bytes on disk against what schema 1 stored for the same workload (WSE
+  logits float16 (A, N, C) instead of WSE predictions int32 (A, N)), computed from the shapes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import vrf_core.derive
+from benchmarks.measure import Row, ratio, seconds
+from vrf_core.bundle import MANIFEST, open_bundle
+from vrf_core.bundle_adapter import compare, eval_split_names, rederive
+from vrf_core.evaluate import FullMixture
+from vrf_core.tuning import tune_hyperparameters
+
+GiB = 2**30
+NPY_HEADER = 128  # bytes of a .npy header for these shapes
+
+
+@contextmanager
+def tuning_through(full_mixture: bool, spent: list[float]) -> Iterator[None]:
+    """derive's tuning step timed into `spent`, with the full-mixture predictor when asked.
+    derive has no parameter for the tuning predictor, so its module's reference is swapped for
+    the duration (the straightforward side of the figure, nothing else changes)."""
+    def tune(split, spec, wse_preds=None, predictor_at=None):
+        if full_mixture:
+            predictor_at = lambda t_zs, t_ft: FullMixture(split, t_zs, t_ft)  # noqa: E731
+        t0 = time.perf_counter()
+        out = tune_hyperparameters(split, spec, wse_preds, predictor_at)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    vrf_core.derive.tune_hyperparameters = tune
+    try:
+        yield
+    finally:
+        vrf_core.derive.tune_hyperparameters = tune_hyperparameters
+
+
+def bench_derive(path: Path) -> list[Row]:
+    bundle = open_bundle(path)
+    runs = {}
+    for full_mixture in (False, True):
+        spent: list[float] = []
+        with tuning_through(full_mixture, spent):
+            t0 = time.perf_counter()
+            derived = rederive(bundle)
+            runs[full_mixture] = (time.perf_counter() - t0, sum(spent), derived)
+    (fast_t, fast_tune, fast), (full_t, full_tune, full) = runs[False], runs[True]
+    same_choice = fast.hyperparameters == full.hyperparameters
+    differences = compare(bundle, full)  # the stored results (top-m tuning, written by finish) vs these
+    n_val = bundle.splits[next(s for s in eval_split_names(bundle) if bundle.splits[s]["role"] == "id_val")]["n"]
+    return [Row(
+        "derive + tuning: hyperparameters of both modes, predictions, top-m tables, results and curves "
+        "(what precompute stores)", seconds(fast_t), seconds(full_t), ratio(full_t, fast_t), "report",
+        "yes" if same_choice and not differences else "no",
+        f"fast: bundle_adapter.rederive, tuned through the top-m tables; straightforward: the same derive with "
+        f"the tuning on full mixtures (evaluate.FullMixture), measured end to end; of which tuning "
+        f"{seconds(fast_tune)} vs {seconds(full_tune)} ({ratio(full_tune, fast_tune)}; validation mode on the "
+        f"whole {n_val}-sample val split, oracle mode on the ID test split); chosen hyperparameters "
+        f"{'equal in both modes' if same_choice else 'DIFFERENT'}; stored results vs the straightforward "
+        f"derivation: {'equal' if not differences else '; '.join(differences[:3])}")]
+
+
+def size(n_bytes: float) -> str:
+    return f"{n_bytes / GiB:.2f} GiB" if n_bytes >= GiB / 10 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def bench_size(path: Path) -> list[Row]:
+    bundle = open_bundle(path)
+    files, m = bundle.manifest["files"], bundle.manifest
+    total = sum(info["bytes"] for info in files.values()) + (Path(path) / MANIFEST).stat().st_size
+    alphas, classes = len(m["ensemble"]["wse_alphas"] or []), m["num_classes"]
+    evals = eval_split_names(bundle)
+    preds_wse = sum(files[f"splits/{s}/preds_wse.npy"]["bytes"] for s in evals if bundle.has(s, "preds_wse"))
+    logits_wse = sum(alphas * m["splits"][s]["n"] * classes * 2 + NPY_HEADER for s in evals) if alphas else 0
+    schema_1 = total - preds_wse + logits_wse
+
+    def share(*names: str) -> float:
+        return sum(info["bytes"] for rel, info in files.items() if rel.rsplit("/", 1)[-1].split(".")[0] in names)
+
+    parts = {"logits": share("logits_zs", "logits_ft"), "features": share("features_zs", "features_ft"),
+             "kNN": share("knn_sqdist", "knn_index"),
+             "top-m tables": share("topm_cand", "topm_p_ft", "topm_p_zs", "topm_r_ft", "topm_r_zs"),
+             "preds_wse": preds_wse}
+    return [Row(
+        "bundle size on disk: the workload bundle (schema 2) vs the same workload under schema 1",
+        size(total), size(schema_1), ratio(schema_1, total), "<= 2.2 GiB",
+        "yes" if total <= 2.2 * GiB else "no",
+        f"{len(files)} files, {total / 1e9:.2f} GB = 10^9 bytes (of which "
+        f"{', '.join(f'{k} {size(v)}' for k, v in parts.items())}); "
+        f"schema 1 computed from the shapes: these bytes without preds_wse, plus logits_wse float16 "
+        f"({alphas}, N, {classes}) per evaluation split ({size(logits_wse)})")]
