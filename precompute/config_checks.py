@@ -101,7 +101,7 @@ def _has_type(value, hint) -> bool:
 
 
 def check_fields(where: str, key: str, section) -> None:
-    """Each field of a section: its annotated type, then its range or its choices."""
+    """Each field of a section: one of its choices, or its annotated type within its range."""
     hints = typing.get_type_hints(type(section))
     table = "data" if key.startswith("data.") else key
     for f in dataclasses.fields(section):

@@ -7,6 +7,7 @@ stderr) with an earlier bundle in the output folder, which must still open, chec
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -301,7 +302,8 @@ def test_a_bundle_of_another_schema_version(bundle_copy, version, fix, capsys):
 
 def test_a_demo_bundle_of_schema_1_names_the_demo_command(bundle_copy):
     rewrite_manifest(bundle_copy, schema_version=1, name="demo")
-    with pytest.raises(BundleError, match=r"rebuild it with `python -m precompute demo --out <this folder>`"):
+    command = f"python -m precompute demo --out {bundle_copy}"
+    with pytest.raises(BundleError, match=f"rebuild it with `{re.escape(command)}`"):
         open_bundle(bundle_copy)
 
 

@@ -18,8 +18,8 @@ import torch
 from precompute.assemble import AssembleSettings
 from precompute.synthetic import SyntheticSpec, write_synthetic_bundle
 from vrf_core.bundle import MANIFEST, BundleError, open_bundle, resolve_inside
-from vrf_core.filesafe import atomic_save_npy, sha256_file
 from vrf_core.datasets.cifar_stl import CIFAR_PICKLE_GLOBALS
+from vrf_core.filesafe import atomic_save_npy, sha256_file
 from vrf_core.models import ImageClassifier, ModelError, load_classifier_weights, load_weights
 from vrf_core.safe_unpickle import SafeUnpickleError, load_allowlisted
 

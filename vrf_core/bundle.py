@@ -281,7 +281,7 @@ def open_bundle(path: str | Path, verify: bool = False) -> Bundle:
         raise BundleError(f"{mpath}: expected a JSON object")
     for rel in manifest.get("files") if isinstance(manifest.get("files"), dict) else ():
         resolve_inside(path, rel)  # before anything else: a path leaving the bundle is refused outright
-    problem = check_manifest(manifest)
+    problem = check_manifest(manifest, str(path))
     if problem:
         raise BundleError(f"{mpath}: {problem}")
     check_files(path, manifest)

@@ -57,12 +57,12 @@ REPLACED = {"logits_wse": "schema 2 stores the WSE predictions (preds_wse, int32
 FILE_PATTERN = re.compile(r"splits/([^/]+)/([^/]+)\.(npy|bin)")
 
 
-def rebuild_hint(manifest: dict) -> str:
+def rebuild_hint(manifest: dict, folder: str = "<this folder>") -> str:
     """The command that rebuilds a bundle (its stage caches make that cheap)."""
     name = str(manifest.get("name", ""))
     if name.startswith("demo"):
         small = " --small" if name == "demo-small" else ""
-        return f"`python -m precompute demo{small} --out <this folder>`"
+        return f"`python -m precompute demo{small} --out {folder}`"
     return "`python -m precompute run --config <the config that built it>` (cached stages are reused)"
 
 
@@ -104,14 +104,15 @@ def check_array(m: dict, rel: str, info: dict) -> str | None:
     return None
 
 
-def check_manifest(m: dict) -> str | None:
-    """The first thing wrong with a manifest (as one sentence naming the key or file), or None."""
+def check_manifest(m: dict, folder: str = "<this folder>") -> str | None:
+    """The first thing wrong with a manifest (as one sentence naming the key or file), or None.
+    folder: the bundle's folder, as the rebuild command should name it."""
     version = m.get("schema_version")
     if version != SCHEMA_VERSION:
         if isinstance(version, int) and version > SCHEMA_VERSION:
             return f"bundle schema version {version}, this tool reads {SCHEMA_VERSION}: upgrade the tool"
         return (f"bundle schema version {version!r}, this tool reads {SCHEMA_VERSION}; rebuild it with "
-                f"{rebuild_hint(m)}")
+                f"{rebuild_hint(m, folder)}")
     missing = [k for k in REQUIRED_KEYS if k not in m]
     if missing:
         return f"the manifest lacks the keys {missing}"

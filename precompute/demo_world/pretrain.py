@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from precompute.demo_world.corpus import CorpusSpec, make_corpus
 from precompute.demo_world.digest import source_digest
 from precompute.demo_world.render import IMAGE_SIZE
-from vrf_core.filesafe import atomic_write_bytes, atomic_write_json
+from vrf_core.bundle import atomic_write_bytes, atomic_write_json
 from vrf_core.progress import log, progress
 
 CONFIG_FILE = "open_clip_config.json"

@@ -19,7 +19,7 @@ from PIL import Image
 
 from precompute.demo_world.digest import source_digest
 from precompute.demo_world.render import CLASS_HUES, CLASSNAMES, IMAGE_SIZE, render
-from vrf_core.filesafe import atomic_write_json
+from vrf_core.bundle import atomic_write_json
 
 SPLIT_DOMAINS = {"train": "id", "test": "id", "v2": "v2", "sketch": "sketch", "rendition": "rendition",
                  "hard": "hard", "clutter": "clutter"}
