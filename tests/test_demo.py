@@ -52,3 +52,14 @@ def test_small_demo_report_json_matches_arrays(demo_bundle):
             (data.logits_ft.argmax(1) == data.labels).mean()
         )
         assert rep["rows"]["zero-shot"][split]["acc"] == pytest.approx((data.logits_zs.argmax(1) == data.labels).mean())
+
+
+def test_small_demo_bundle_is_schema_2_and_its_results_rederive_exactly(demo_bundle):
+    bundle = open_bundle(demo_bundle)
+    assert bundle.manifest["schema_version"] == 2
+    assert not any("logits_wse" in rel for rel in bundle.manifest["files"])
+    out = subprocess.run([sys.executable, "-m", "precompute", "report", str(demo_bundle), "--recompute", "--json"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["recomputed"] == {**json.loads(out.stdout)["recomputed"], "agrees": True,
+                                                    "differences": []}
