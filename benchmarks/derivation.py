@@ -11,43 +11,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-import vrf_core.derive
 from benchmarks.measure import Row, ratio, seconds
 from vrf_core.bundle import MANIFEST, open_bundle
 from vrf_core.bundle_adapter import compare, derive_spec, eval_split, eval_split_names, rederive
 from vrf_core.calibration import fit_temperature
 from vrf_core.derive import MODES
-from vrf_core.evaluate import FullMixture
-from vrf_core.tuning import tune_hyperparameters
 
 GiB = 2**30
 NPY_HEADER = 128  # bytes of a .npy header for these shapes
 
 
-@contextmanager
-def tuning_through(full_mixture: bool, spent: list[float]) -> Iterator[None]:
-    """derive's tuning step timed into `spent`, with the full-mixture predictor when asked.
-    derive has no parameter for the tuning predictor, so its module's reference is swapped for
-    the duration (the straightforward side of the figure, nothing else changes)."""
-    def tune(split, spec, wse_preds=None, predictor_at=None):
-        if full_mixture:
-            predictor_at = lambda t_zs, t_ft: FullMixture(split, t_zs, t_ft)  # noqa: E731
-        t0 = time.perf_counter()
-        out = tune_hyperparameters(split, spec, wse_preds, predictor_at)
-        spent.append(time.perf_counter() - t0)
-        return out
-
-    vrf_core.derive.tune_hyperparameters = tune
-    try:
-        yield
-    finally:
-        vrf_core.derive.tune_hyperparameters = tune_hyperparameters
+def split_of_role(bundle, role: str) -> str:
+    return next(s for s in eval_split_names(bundle) if bundle.splits[s]["role"] == role)
 
 
 def temperature_fit_seconds(bundle) -> float:
@@ -56,7 +35,7 @@ def temperature_fit_seconds(bundle) -> float:
     calibration = derive_spec(bundle).tuning.calibration
     t0 = time.perf_counter()
     for role in MODES.values():
-        split = eval_split(bundle, next(s for s in eval_split_names(bundle) if bundle.splits[s]["role"] == role))
+        split = eval_split(bundle, split_of_role(bundle, role))
         for logits in (split.logits_zs, split.logits_ft):
             fit_temperature(np.asarray(logits, dtype=np.float64), split.labels, calibration)
     return time.perf_counter() - t0
@@ -67,15 +46,13 @@ def bench_derive(path: Path) -> list[Row]:
     fit_t = temperature_fit_seconds(bundle)
     runs = {}
     for full_mixture in (False, True):
-        spent: list[float] = []
-        with tuning_through(full_mixture, spent):
-            t0 = time.perf_counter()
-            derived = rederive(bundle)
-            runs[full_mixture] = (time.perf_counter() - t0, sum(spent), derived)
+        t0 = time.perf_counter()
+        derived = rederive(bundle, reference_tuning=full_mixture)
+        runs[full_mixture] = (time.perf_counter() - t0, derived.tuning_seconds, derived)
     (fast_t, fast_tune, fast), (full_t, full_tune, full) = runs[False], runs[True]
     same_choice = fast.hyperparameters == full.hyperparameters
     differences = compare(bundle, full)  # the stored results (top-m tuning, written by finish) vs these
-    n_val = bundle.splits[next(s for s in eval_split_names(bundle) if bundle.splits[s]["role"] == "id_val")]["n"]
+    n_val = bundle.splits[split_of_role(bundle, "id_val")]["n"]
     fast_rest, full_rest = max(fast_tune - fit_t, 1e-9), full_tune - fit_t
     return [Row(
         "derive + tuning: hyperparameters of both modes, predictions, top-m tables, results and curves "

@@ -39,8 +39,8 @@ def ratio(slow: float, fast: float) -> str:
 
 
 def seconds(s: float) -> str:
-    """Milliseconds below 10 s, seconds above."""
-    return f"{1000 * s:.1f} ms" if s < 10 else f"{s:.1f} s"
+    """Milliseconds below 1 s, seconds above."""
+    return f"{1000 * s:.1f} ms" if s < 1 else f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
 
 
 def peak_rss_gib() -> float:

@@ -272,7 +272,7 @@ def finish(writer: BundleWriter, manifest: dict) -> Bundle:
         for name, arr in arrays.items():
             writer.put(split, name, arr)
     writer.finalize({**manifest, **derived.manifest()})
-    log(f"derived in {time.perf_counter() - t0:.1f} s")
+    log(f"derived in {time.perf_counter() - t0:.1f} s (tuning {derived.tuning_seconds:.1f} s)")
     return open_bundle(writer.root)
 
 

@@ -105,3 +105,4 @@ def test_derive_agrees_with_straightforward_recomputation():
         np.testing.assert_array_equal(out.arrays["test"][f"topm_{name}"][p], arr)
     assert out.manifest()["topm"] == {"m": 4, "temperatures": [list(t) for t in out.temperatures]}
     assert derive(splits, wse, spec).manifest() == out.manifest()  # deterministic
+    assert derive(splits, wse, spec, reference_tuning=True).manifest() == out.manifest()  # full-mixture tuning

@@ -85,10 +85,11 @@ def derive_spec(bundle: Bundle) -> DeriveSpec:
     return DeriveSpec(tuning, m=int(bundle.manifest.get("topm", {}).get("m", 5)))
 
 
-def rederive(bundle: Bundle) -> Derived:
-    """Everything derived, recomputed from the bundle's own arrays (logits memory-mapped)."""
+def rederive(bundle: Bundle, reference_tuning: bool = False) -> Derived:
+    """Everything derived, recomputed from the bundle's own arrays (logits memory-mapped);
+    reference_tuning: see `vrf_core.derive.derive`."""
     splits = [eval_split(bundle, s) for s in eval_split_names(bundle)]
-    return derive(splits, {s.name: wse_preds(bundle, s.name) for s in splits}, derive_spec(bundle))
+    return derive(splits, {s.name: wse_preds(bundle, s.name) for s in splits}, derive_spec(bundle), reference_tuning)
 
 
 def _differences(stored, fresh, where: str, out: list[str], tol: float) -> None:

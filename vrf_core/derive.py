@@ -18,11 +18,12 @@ again on the stored arrays and compares; the dashboard only reads what was store
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from vrf_core.evaluate import OOD_AVG, ROLES_EVAL, Hyperparameters, SplitData, method_preds, score_table
+from vrf_core.evaluate import OOD_AVG, ROLES_EVAL, FullMixture, Hyperparameters, SplitData, method_preds, score_table
 from vrf_core.topm import TABLE_ARRAYS, TopMSplit, TopMTable
 from vrf_core.tuning import TuningSpec, tune_hyperparameters
 
@@ -50,6 +51,7 @@ class Derived:
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, dict] = field(default_factory=dict)
+    tuning_seconds: float = 0.0  # of the whole derivation, the time spent choosing hyperparameters
 
     def manifest(self) -> dict:
         """The manifest keys of the derived results (docs/bundle.md)."""
@@ -83,20 +85,26 @@ def _curves(p: TopMSplit, ose_alphas: list[float], wse: np.ndarray | None) -> di
     return out
 
 
-def derive(splits: list[SplitData], wse_preds: dict[str, np.ndarray | None], spec: DeriveSpec) -> Derived:
+def derive(splits: list[SplitData], wse_preds: dict[str, np.ndarray | None], spec: DeriveSpec,
+           reference_tuning: bool = False) -> Derived:
     """splits: every evaluation split (roles id_val, id_test, ood); wse_preds: split -> (A, N)
-    WSE predictions at each of spec.tuning.wse_alphas (or None)."""
+    WSE predictions at each of spec.tuning.wse_alphas (or None). reference_tuning: tune on the
+    full N x C mixtures instead of the top-m tables (the same choice, slower: for checks and the
+    benchmark)."""
     splits = table_order(splits)
     tables = {s.name: _Tables(s, spec.m) for s in splits}
     hps = {}
+    t0 = time.perf_counter()
     for mode, role in MODES.items():
         tune = next((s for s in splits if s.role == role), None)
         if tune is not None:
-            hps[mode] = tune_hyperparameters(tune, spec.tuning, wse_preds.get(tune.name),
-                                             tables[tune.name].predictor)
+            predictor_at = (lambda tz, tf, s=tune: FullMixture(s, tz, tf)) if reference_tuning else \
+                tables[tune.name].predictor
+            hps[mode] = tune_hyperparameters(tune, spec.tuning, wse_preds.get(tune.name), predictor_at)
+    tuning_seconds = time.perf_counter() - t0
     pairs: list[Pair] = [(1.0, 1.0)]
     pairs += [p for p in dict.fromkeys((float(hp.t_zs), float(hp.t_ft)) for hp in hps.values()) if p not in pairs]
-    out = Derived(hps, pairs, spec.m)
+    out = Derived(hps, pairs, spec.m, tuning_seconds=tuning_seconds)
     preds: dict[str, dict[str, dict]] = {mode: {} for mode in hps}
     ood = [s.name for s in splits if s.role == "ood"]
     for split in splits:
