@@ -4,108 +4,35 @@ scores, the embedding map, manifest; then everything derived (vrf_core.derive).
 Shared by the real pipeline (`precompute run`, `precompute demo`) and by the
 synthetic bundles of the benchmarks, so every bundle is finished the same way.
 The expensive steps (kNN searches, the embedding map) are content-keyed stages of
-a `StageCache`: keyed by the bytes of the arrays they read and their settings.
+a `StageCache` (precompute/stage_cache.py): keyed by the bytes of the arrays they read
+and their settings. The manifest's description of the run is built in precompute/manifest.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import os
-import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from precompute.embedding import compute_embedding
+from precompute.manifest import bundle_manifest, split_entry, zsf_summary
+from precompute.stage_cache import StageCache, array_digest, content_key
 from vrf_core.bundle import Bundle, BundleWriter, open_bundle
 from vrf_core.bundle_adapter import rederive
 from vrf_core.data import ClassProjection
-from vrf_core.filesafe import atomic_save_npy, atomic_write_json, kill_point
+from vrf_core.filesafe import kill_point
 from vrf_core.knn import knn_sqdist
 from vrf_core.progress import log, progress
 from vrf_core.projection import project_logits
 from vrf_core.routing import GaussianFit
-from vrf_core.weights import k_from_rule
 from vrf_core.zsf import zsf_mask
 
 
 class AssembleError(ValueError):
     """The extracted arrays cannot make a sound bundle; the message names the split and the fix."""
-
-
-def content_key(*parts) -> str:
-    """sha256 of JSON-able parts (the identity of a stage's inputs)."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\x1e")
-    return h.hexdigest()
-
-
-def array_digest(arr: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and bytes."""
-    arr = np.ascontiguousarray(arr)
-    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(arr.view(np.uint8).reshape(-1) if arr.size else b"")
-    return h.hexdigest()
-
-
-class StageCache:
-    """Content-keyed stage results: `root/<stage>-<key[:16]>/` holds a stage's arrays (.npy) and a
-    `done.json`. A stage folder is written as `.<name>.partial` and renamed when complete, so it is
-    whole or absent. `record` lists what this run computed and what it reused (written to stages.json).
-    With `root=None` (synthetic bundles) nothing is stored and everything is computed."""
-
-    def __init__(self, root: Path | None):
-        self.root = Path(root) if root is not None else None
-        self.record: list[dict] = []
-
-    def folder(self, stage: str, key: str) -> Path:
-        return self.root / f"{stage}-{key[:16]}"
-
-    def has(self, stage: str, key: str) -> bool:
-        return self.root is not None and (self.folder(stage, key) / "done.json").is_file()
-
-    def load(self, stage: str, key: str) -> dict[str, np.ndarray]:
-        return {p.stem: np.load(p, mmap_mode="r", allow_pickle=False)
-                for p in sorted(self.folder(stage, key).glob("*.npy"))}
-
-    def put(self, stage: str, key: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Publish a stage's arrays; returns them as stored (what a resumed run would read back)."""
-        if self.root is None:
-            return arrays
-        folder = self.folder(stage, key)
-        partial = folder.with_name(f".{folder.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            for name, arr in arrays.items():
-                atomic_save_npy(partial / f"{name}.npy", np.asarray(arr))
-            atomic_write_json(partial / "done.json", {"stage": stage, "key": key})
-            shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by an older version
-            os.replace(partial, folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return self.load(stage, key)
-
-    def get(self, stage: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """The stored result when its key matches, else computed now and stored."""
-        if self.has(stage, key):
-            self.note(stage, key, "reused")
-            return self.load(stage, key)
-        t0 = time.perf_counter()
-        out = self.put(stage, key, compute())
-        self.note(stage, key, "computed", time.perf_counter() - t0)
-        return out
-
-    def note(self, stage: str, key: str, status: str, seconds: float = 0.0) -> None:
-        self.record.append({"stage": stage, "key": key[:16], "status": status, "seconds": round(seconds, 2)})
 
 
 @dataclass
@@ -156,15 +83,6 @@ class AssembleSettings:
     seed: int = 0
 
 
-def _versions() -> dict:
-    import faiss
-    import open_clip
-    import torch
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "faiss": faiss.__version__}
-
-
 # Part of the assemble stage's key: bump when assemble writes different arrays from the same inputs
 # (2: predictions, top-m tables and results tables; 3: bundle schema 2), so that existing bundles are
 # brought up to date by the next run.
@@ -175,37 +93,6 @@ def wse_predictions(logits_per_alpha: list[np.ndarray], projection: ClassProject
     """(A, N) int32 argmax of each alpha's WSE logits, projected to the split's classes."""
     return np.stack([project_logits(np.asarray(z, np.float32), projection).argmax(axis=1)
                      for z in logits_per_alpha]).astype(np.int32)
-
-
-def compute_embedding(parts: dict[str, np.ndarray], max_points: int, n_neighbors: int,
-                      seed: int) -> dict[str, np.ndarray]:
-    """2-D UMAP of the fine-tuned features of several splits at once (cosine metric, exact kNN
-    graph from faiss). Each split keeps at most its share of `max_points`; other rows are NaN."""
-    import umap
-
-    rng = np.random.default_rng(seed)
-    total = sum(len(x) for x in parts.values())
-    frac = min(1.0, max_points / max(total, 1))
-    chosen = {n: np.sort(rng.choice(len(x), size=max(1, int(round(len(x) * frac))), replace=False))
-              for n, x in parts.items() if len(x)}
-    feats = np.concatenate([np.asarray(parts[n][idx], dtype=np.float32) for n, idx in chosen.items()])
-    k = min(n_neighbors, len(feats) - 1)
-    sq, idx = knn_sqdist(feats, feats, k, backend="faiss", exclude_self=True)
-    # UMAP's precomputed graph includes each point itself at distance 0 in column 0.
-    knn_idx = np.concatenate([np.arange(len(feats))[:, None], idx], 1)
-    knn_dist = np.concatenate([np.zeros((len(feats), 1), np.float32), np.sqrt(sq) / np.sqrt(2)], 1)
-    kill_point("umap")
-    reducer = umap.UMAP(n_neighbors=k + 1, metric="cosine", random_state=seed,
-                        precomputed_knn=(knn_idx, knn_dist, None), n_jobs=1)
-    coords = reducer.fit_transform(feats).astype(np.float32)
-    out, start = {}, 0
-    for n, x in parts.items():
-        full = np.full((len(x), 2), np.nan, dtype=np.float32)
-        if n in chosen:
-            full[chosen[n]] = coords[start:start + len(chosen[n])]
-            start += len(chosen[n])
-        out[n] = full
-    return out
 
 
 def _count_nonfinite(arr: np.ndarray, chunk: int = 1 << 22) -> int:
@@ -274,57 +161,6 @@ def finish(writer: BundleWriter, manifest: dict) -> Bundle:
     writer.finalize({**manifest, **derived.manifest()})
     log(f"derived in {time.perf_counter() - t0:.1f} s (tuning {derived.tuning_seconds:.1f} s)")
     return open_bundle(writer.root)
-
-
-@dataclass(frozen=True)
-class ZSFSummary:
-    """The ZSF set's size and the k settings it allows (manifest keys zsf and ensemble.k_max)."""
-
-    size: int
-    train_size: int
-    k_max: int  # the configured k_max, lowered below the set's size when needed
-    k_rule_value: int  # the k of ensemble.k_rule, at most k_max
-    k_rule_raw: int  # that k before the cap
-
-
-def zsf_summary(n_zsf: int, n_train: int, settings: AssembleSettings) -> ZSFSummary:
-    k_max = min(settings.k_max, n_zsf - 1)
-    if k_max < settings.k_max:
-        log(f"ensemble.k_max lowered from {settings.k_max} to {k_max}: the ZSF set has {n_zsf} members")
-    k_rule_raw = k_from_rule(settings.k_rule, n_zsf, n_train)
-    k_rule_value = min(k_rule_raw, k_max)
-    if k_rule_value < k_rule_raw:
-        log(f"warning: k = {k_rule_raw} from ensemble.k_rule = {settings.k_rule!r} exceeds k_max = {k_max}; "
-            f"using k = {k_rule_value} (recorded in the manifest under zsf.k_rule_raw)")
-    return ZSFSummary(n_zsf, n_train, k_max, k_rule_value, k_rule_raw)
-
-
-def split_entry(role: str, n: int, source: dict, classnames: list[str] | None = None,
-                projection: ClassProjection | None = None) -> dict:
-    """One split's entry under the manifest's `splits`."""
-    return {"role": role, "n": int(n), "classnames": classnames,
-            "projection": projection.to_json() if projection else None, "source": source}
-
-
-def bundle_manifest(name: str, settings: AssembleSettings, zsf: ZSFSummary, splits: dict[str, dict],
-                    feature_dim: int, embedding: dict | None, extra: dict) -> dict:
-    """The manifest of the staged arrays, without the derived keys (`finish` adds them).
-    extra: the run's own keys (classnames, templates, models, preprocessing, config)."""
-    return {
-        "name": name,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "num_classes": len(extra["classnames"]),
-        "feature_dim": int(feature_dim),
-        "splits": splits,
-        "zsf": {"size": int(zsf.size), "train_size": int(zsf.train_size), "k_rule": settings.k_rule,
-                "k_rule_value": int(zsf.k_rule_value), "k_rule_raw": int(zsf.k_rule_raw)},
-        "ensemble": {"wse_alphas": settings.wse_alphas, "ose_alphas": settings.ose_alphas, "k_max": int(zsf.k_max),
-                     "distance": settings.distance, "calibration": settings.calibration,
-                     "weight_rule": settings.weight_rule},
-        "embedding": embedding,
-        "versions": _versions(),
-        **extra,
-    }
 
 
 def _write_arrays(writer: BundleWriter, name: str, train: Extracted, evals: dict[str, Extracted],

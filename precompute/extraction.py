@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from precompute.assemble import StageCache, content_key
 from precompute.config import Config
+from precompute.stage_cache import StageCache, content_key
 from vrf_core.data import ImageSet
 from vrf_core.distributed import barrier, is_main
 from vrf_core.extract import extract

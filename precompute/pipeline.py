@@ -23,19 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.assemble import (
-    ASSEMBLE_FORMAT,
-    AssembleSettings,
-    Extracted,
-    StageCache,
-    array_digest,
-    assemble,
-    content_key,
-    wse_predictions,
-)
+from precompute.assemble import ASSEMBLE_FORMAT, AssembleSettings, Extracted, assemble, wse_predictions
 from precompute.config import Config
 from precompute.extraction import extract_split, pack_thumbs, unpack_thumbs
 from precompute.sources import build_datasets, resolve_classnames
+from precompute.stage_cache import StageCache, array_digest, content_key
 from vrf_core.bundle import Bundle, BundleError, open_bundle
 from vrf_core.data import ImageSet
 from vrf_core.devices import pick_device
