@@ -31,7 +31,7 @@ test: venv
 	$(PY) -m pytest -q -ra tests
 
 lint: venv
-	$(PY) -m ruff check vrf_core precompute dashboard tests
+	$(PY) -m ruff check vrf_core precompute dashboard benchmarks tests
 
 bench: venv
 	$(PY) -m benchmarks.bench
