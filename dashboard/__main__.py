@@ -1,6 +1,7 @@
 """`python -m dashboard [streamlit options] -- --bundles DIR` (what `make dashboard` runs):
 `streamlit run dashboard/app.py` with the dashboard's modules (pandas, plotly, vrf_core) imported
-before the server starts, so the first visitor does not wait for them (about 0.6 s on 2 cores)."""
+before the server starts, so the first visitor does not wait for them (about 0.6 s on 2 cores).
+The app is found next to this file, so the same works from an installed vrf-lab (`vrf-lab dashboard`)."""
 
 import sys
 from pathlib import Path
@@ -28,8 +29,9 @@ def streamlit_argv(args: list[str]) -> list[str]:
     return ["streamlit", "run", str(APP), *ours, *extra, *app_args]
 
 
-def main() -> None:
-    sys.argv = streamlit_argv(sys.argv[1:])
+def main(args: list[str] | None = None) -> None:
+    """Runs the server (until Ctrl-C); `args` are this command's arguments (default: sys.argv[1:])."""
+    sys.argv = streamlit_argv(sys.argv[1:] if args is None else args)
     cli.main()
 
 

@@ -1,4 +1,5 @@
-"""Command line: python -m precompute {demo,run,report,check,gc,synthetic} ...
+"""Command line: python -m precompute {demo,run,import,report,check,gc,convert,synthetic} ... (also `vrf-lab`,
+precompute/cli.py, which adds `dashboard`).
 
 A user error (a wrong config, dataset, checkpoint or bundle, a missing file, a full disk) is one line
 `error: ...` on stderr and exit status 2; anything else is an internal error: one line naming it and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
 import tempfile
@@ -21,10 +23,28 @@ USER_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOT
                errno.EROFS, errno.ENAMETOOLONG)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m precompute",
-                                     description="Build and inspect VRF run bundles.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# Subcommands that live in their own module, each exposing `register(subparsers)` (adds its parser(s)) and
+# `run(args) -> int | None` (None means 0). A module that does not exist (yet) is skipped; any other import
+# error is raised. `register` should stay cheap (no torch import): it runs for every `--help`.
+# A module may also expose USER_ERRORS, a tuple of exception types reported as `error: ...`, exit status 2.
+SUBCOMMAND_MODULES = ("precompute.importer", "precompute.convert")
+
+
+def subcommand_modules() -> list:
+    modules = []
+    for name in SUBCOMMAND_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
+
+
+def build_parser(prog: str = "python -m precompute", add_more_subcommands=None) -> argparse.ArgumentParser:
+    """The whole command line; `add_more_subcommands(subparsers)` lets another front end (vrf-lab) add its own."""
+    parser = argparse.ArgumentParser(prog=prog, description="Build and inspect VRF run bundles.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("demo", help="build the demo bundle (generated world + tiny CLIP pretrained here)")
     p.add_argument("--out", default="bundles/demo", help="bundle folder (default: bundles/demo)")
     p.add_argument("--small", action="store_true", help="a reduced world for tests (seconds, not minutes)")
@@ -46,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synthetic", help="a seeded synthetic bundle (arrays from a generative model, no images)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    for module in subcommand_modules():
+        known = set(sub.choices)
+        module.register(sub)
+        for command in set(sub.choices) - known:
+            sub.choices[command].set_defaults(run_subcommand=module.run)
+    if add_more_subcommands is not None:
+        add_more_subcommands(sub)
     return parser
 
 
@@ -54,6 +81,9 @@ def execute(args: argparse.Namespace) -> int:
     from vrf_core.bundle import open_bundle
 
     t0 = time.perf_counter()
+    run_subcommand = getattr(args, "run_subcommand", None)
+    if run_subcommand is not None:  # import, convert (SUBCOMMAND_MODULES)
+        return run_subcommand(args) or 0
     if args.command == "run":
         from precompute.config import load_config
 
@@ -109,7 +139,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from vrf_core.filesafe import UnsafePathError
     from vrf_core.models import ModelError
 
-    return AssembleError, ConfigError, GcError, BundleError, DatasetError, UnsafePathError, ModelError
+    from_modules = tuple(error for module in subcommand_modules() for error in getattr(module, "USER_ERRORS", ()))
+    return (AssembleError, ConfigError, GcError, BundleError, DatasetError, UnsafePathError, ModelError,
+            *from_modules)
 
 
 def os_error_message(exc: OSError) -> str:
@@ -121,11 +153,11 @@ def os_error_message(exc: OSError) -> str:
     return f"{exc.filename}: {exc.strerror}"
 
 
-def report_crash(exc: BaseException) -> int:
+def report_crash(exc: BaseException, command_line: str) -> int:
     """An internal error: its full traceback goes to a file, stderr gets one line naming both."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(tempfile.gettempdir()) / f"vrf-lab-crash-{stamp}-{os.getpid()}.txt"
-    details = f"python -m precompute {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
+    details = f"{command_line}\n\n{traceback.format_exc()}"
     try:
         path.write_text(details)
     except OSError:
@@ -137,8 +169,8 @@ def report_crash(exc: BaseException) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def execute_reporting_errors(args: argparse.Namespace, command_line: str) -> int:
+    """`execute`, with user errors as one line (exit status 2) and internal errors as a crash file (1)."""
     try:
         return execute(args)
     except user_errors() as exc:
@@ -146,14 +178,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:
         if exc.errno not in USER_ERRNOS:
-            return report_crash(exc)
+            return report_crash(exc, command_line)
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        return report_crash(exc)
+        return report_crash(exc, command_line)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m precompute") -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(prog).parse_args(argv)
+    return execute_reporting_errors(args, " ".join([prog, *argv]))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,11 @@ def _scan(stages: StageCache, workers: int):
 
 
 def _zs_head(clip, classnames, templates, device, stages: StageCache) -> tuple[torch.Tensor, str]:
+    if clip.zero_shot_head is not None:  # WiSE-FT's zeroshot.pt: the head it stores (its text tower is absent)
+        if clip.zero_shot_head.shape[0] != len(classnames):
+            raise ModelError(f"[model] pretrained: the file's zero-shot head has {clip.zero_shot_head.shape[0]} "
+                             f"classes but [classes] names {len(classnames)}; give its class names, in its order")
+        return clip.zero_shot_head, content_key("zs_head", clip.weights_sha256, "stored", classnames)
     key = content_key("zs_head", clip.weights_sha256, classnames, templates)
 
     def compute() -> dict[str, np.ndarray]:

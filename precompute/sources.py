@@ -15,6 +15,8 @@ import numpy as np
 from precompute.config import Config, ConfigError, DatasetSection
 from vrf_core.data import ClassProjection, DatasetError, ImageSet, csv_manifest, image_folder, split_indices
 from vrf_core.datasets import CLASSNAMES, LOADERS
+from vrf_core.datasets.hf import hf_dataset
+from vrf_core.datasets.webdataset import webdataset_shards
 from vrf_core.filesafe import atomic_write_bytes
 from vrf_core.progress import log
 
@@ -24,12 +26,14 @@ LISTED = 50  # unreadable files listed per dataset in the error message (all of 
 BUILTIN_OPTIONS = {"folder": ("folders", "projection"), "csv": ("root",)}
 CLASSNAME_COLUMNS = ("name", "classname", "class")  # a class-name CSV's header may name one of these
 SHOWN_CLASSES = 8  # class names quoted when folders and class names disagree
+SHARDED_SOURCES = {"webdataset": webdataset_shards, "hf": hf_dataset}  # path may also be a glob or brace pattern
 
 
 def dataset_types() -> dict[str, tuple[str, ...]]:
     """Every dataset `type` a config may name -> the options it takes."""
     layouts = {t: tuple(list(inspect.signature(fn.__wrapped__).parameters)[3:]) for t, fn in LOADERS.items()}
-    return {**BUILTIN_OPTIONS, **layouts}
+    sharded = {t: tuple(list(inspect.signature(fn).parameters)[3:]) for t, fn in SHARDED_SOURCES.items()}
+    return {**BUILTIN_OPTIONS, **layouts, **sharded}
 
 
 def classnames_origin(spec, base_dir: Path) -> str:
@@ -194,6 +198,8 @@ def build_dataset(name: str, section: DatasetSection, cfg: Config, classnames: l
     if section.type == "csv":
         images_root = cfg.resolve(section.options["root"]) if "root" in section.options else None
         return csv_manifest(name, root, classnames, root=images_root, crop_border=section.crop_border)
+    if section.type in SHARDED_SOURCES:
+        return SHARDED_SOURCES[section.type](name, root, classnames, **section.options)
     return LOADERS[section.type](name, root, classnames, **section.options)
 
 

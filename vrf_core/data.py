@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,8 @@ class ImageSet:
                         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
                     except OSError:
                         h.update(b"missing")
+            # Binary formats (CIFAR batches, tar shards, Arrow files): the stats of the files behind the refs.
+            h.update(json.dumps(self.notes.get("source_files"), sort_keys=True).encode())
             self._files_key = h.hexdigest()
         return self._files_key
 

@@ -51,6 +51,7 @@ class LoadedCLIP:
     name: str
     pretrained: str | None
     weights_sha256: str
+    zero_shot_head: torch.Tensor | None = None  # (C, D), stored in the pretrained file (WiSE-FT's zeroshot.pt)
 
 
 def is_checkpoint_path(pretrained: str | None) -> bool:
@@ -103,8 +104,11 @@ def file_sha256(path: Path) -> str:
 def load_clip(name: str, pretrained: str | None = None, device: torch.device | str = "cpu") -> LoadedCLIP:
     """Any open_clip model: `name` is an architecture ('ViT-B-16') or 'local-dir:/folder';
     `pretrained` a registry tag ('openai'), a checkpoint file (.pt/.bin/.pth state dict,
-    loaded with weights_only=True, or .safetensors), or None (random init / local-dir)."""
+    loaded with weights_only=True, or .safetensors), a WiSE-FT ImageClassifier file (its image tower and
+    zero-shot head; vrf_core/legacy_checkpoint.py), or None (random init / local-dir)."""
     import open_clip
+
+    from vrf_core.legacy_checkpoint import is_wiseft_checkpoint  # imports this module
 
     if is_checkpoint_path(pretrained) and not Path(pretrained).is_file():
         raise ModelError(f"checkpoint {pretrained} does not exist; fix [model].pretrained in the config")
@@ -113,9 +117,10 @@ def load_clip(name: str, pretrained: str | None = None, device: torch.device | s
     if name.startswith(("local-dir:", "hf-hub:")) and pretrained:
         raise ModelError(f"[model].pretrained = {pretrained!r} would be ignored: a {name.split(':')[0]!r} model "
                          "carries its own weights. Remove [model].pretrained, or name an architecture in [model].name")
+    wiseft = is_checkpoint_path(pretrained) and is_wiseft_checkpoint(pretrained)
     try:
         model, pre_train, pre_eval = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained or None, device=device, weights_only=True)
+            name, pretrained=None if wiseft else pretrained or None, device=device, weights_only=True)
     except Exception as exc:
         text = " ".join(str(exc).split())
         if any(m in text for m in ("size mismatch", "Missing key", "Unexpected key")):
@@ -128,8 +133,25 @@ def load_clip(name: str, pretrained: str | None = None, device: torch.device | s
                 f"cannot load open_clip model {name!r} with pretrained tag {pretrained!r}: {exc}. Offline? "
                 "Download the weights once and set [model].pretrained to the local file") from exc
         raise
+    head = load_wiseft_visual(model, pretrained, name) if wiseft else None
     tokenizer = open_clip.get_tokenizer(name)
-    return LoadedCLIP(model, pre_train, pre_eval, tokenizer, name, pretrained, weights_key(name, pretrained))
+    return LoadedCLIP(model, pre_train, pre_eval, tokenizer, name, pretrained, weights_key(name, pretrained), head)
+
+
+def load_wiseft_visual(model: nn.Module, path: str | Path, name: str) -> torch.Tensor:
+    """Load a WiSE-FT file's image tower into `model.visual`; returns the file's head weight (C, D)."""
+    from vrf_core.legacy_checkpoint import load_wiseft_classifier  # imports this module
+
+    visual, head = load_wiseft_classifier(path)
+    own = model.visual.state_dict()
+    missing, unexpected = [k for k in own if k not in visual], [k for k in visual if k not in own]
+    shape_bad = [k for k in own if k in visual and tuple(visual[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape_bad:
+        raise ModelError(f"{path}: its image tower does not match model {name!r} ({len(missing)} missing keys e.g. "
+                         f"{missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}, shape mismatches "
+                         f"{shape_bad[:2]}). Check [model].name against the checkpoint's architecture")
+    model.visual.load_state_dict(visual)
+    return head
 
 
 def preprocess_description(preprocess: Callable) -> dict:
@@ -158,8 +180,13 @@ def save_weights(module_or_sd: nn.Module | dict, path: Path, metadata: dict | No
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """A state dict from safetensors or a torch file, never unpickling objects (weights_only=True)."""
+    """A state dict from safetensors or a torch file, never unpickling objects (weights_only=True); a WiSE-FT
+    ImageClassifier file becomes a state dict of ImageClassifier (vrf_core/legacy_checkpoint.py)."""
+    from vrf_core.legacy_checkpoint import classifier_state_dict, is_wiseft_checkpoint  # imports this module
+
     path = Path(path)
+    if path.suffix != ".safetensors" and is_wiseft_checkpoint(path):
+        return {k: v.to(device) for k, v in classifier_state_dict(path).items()}
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path), device=str(device))

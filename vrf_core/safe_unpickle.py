@@ -5,6 +5,8 @@ and REDUCE, NEWOBJ and BUILD can only reach objects a global or a plain containe
 `find_class` resolves just the (module, name) pairs in `allowed`, each to a callable we wrote (a constructor
 that checks its arguments, or an inert stand-in), nothing else is ever imported or run.
 A stand-in that can be a BUILD target should define `__setstate__`: without one, BUILD sets its attributes.
+Objects stored outside the pickle (persistent ids, e.g. torch's tensor storages) are refused unless the caller
+passes `persistent`, a function of ours that turns such an id into an inert object.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import io
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO
 
 AllowList = Mapping[tuple[str, str], Callable]
+PersistentLoad = Callable[[object], object]
 
 
 class SafeUnpickleError(ValueError):
@@ -31,10 +34,10 @@ def _shown(text: object) -> str:
 class AllowListUnpickler(pickle.Unpickler):
     """Resolves only the globals in `allowed`; `source` (a file name) starts every error."""
 
-    def __init__(self, file: BinaryIO, allowed: AllowList, source: str):
+    def __init__(self, file: BinaryIO, allowed: AllowList, source: str, persistent: PersistentLoad | None = None):
         # encoding="bytes": Python 2 `str` (CIFAR's batches) stays raw bytes instead of being guessed as text.
         super().__init__(file, encoding="bytes")
-        self.allowed, self.source = allowed, source
+        self.allowed, self.source, self.persistent = allowed, source, persistent
 
     def find_class(self, module: str, name: str) -> Callable:
         if (module, name) not in self.allowed:
@@ -42,7 +45,9 @@ class AllowListUnpickler(pickle.Unpickler):
                                     "in this file's allow-list. Nothing was imported or run")
         return self.allowed[(module, name)]
 
-    def persistent_load(self, pid: object) -> NoReturn:
+    def persistent_load(self, pid: object) -> object:
+        if self.persistent is not None:
+            return self.persistent(pid)
         raise SafeUnpickleError(f"{self.source}: refusing persistent id {_shown(pid)}: this reader resolves no "
                                 "objects stored outside the pickle. Nothing was imported or run")
 
