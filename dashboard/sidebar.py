@@ -50,11 +50,12 @@ def context() -> Context:
 
 
 def bundles_root() -> Path:
-    """`-- --bundles DIR` on the streamlit command line, else $VRF_BUNDLES, else <repo>/bundles."""
+    """`-- --bundles DIR` on the streamlit command line, else $VRF_BUNDLES, else ./bundles (the folder the
+    command was started in: in a checkout, where `make demo` writes; installed, the user's own)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--bundles")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return Path(args.bundles or os.environ.get("VRF_BUNDLES") or REPO_ROOT / "bundles")
+    return Path(args.bundles or os.environ.get("VRF_BUNDLES") or Path.cwd() / "bundles")
 
 
 def _label(path: Path, root: Path) -> str:

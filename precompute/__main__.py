@@ -27,7 +27,7 @@ USER_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOT
 # `run(args) -> int | None` (None means 0). A module that does not exist (yet) is skipped; any other import
 # error is raised. `register` should stay cheap (no torch import): it runs for every `--help`.
 # A module may also expose USER_ERRORS, a tuple of exception types reported as `error: ...`, exit status 2.
-SUBCOMMAND_MODULES = ("precompute.importer", "precompute.convert")
+SUBCOMMAND_MODULES = ("precompute.import_command", "precompute.convert")
 
 
 def subcommand_modules() -> list:

@@ -16,8 +16,6 @@ import types
 import typing
 from dataclasses import dataclass
 
-import torch
-
 from precompute.config import Config, ConfigError
 from precompute.sources import dataset_types, resolve_classnames
 from vrf_core.calibration import METHODS
@@ -123,6 +121,7 @@ def check_fields(where: str, key: str, section) -> None:
 
 def check_device(where: str, device: str) -> None:
     """run.device: a name pick_device accepts, and hardware this machine has."""
+    import torch  # here, not at the top: `--help` and the other commands need no torch
     if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
         check_choice(where, "run.device", device, DEVICES, besides=", cuda:<index>")
     if device.startswith("cuda") and not torch.cuda.is_available():

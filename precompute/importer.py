@@ -6,7 +6,6 @@ embedding map, derived tables. `export_arrays` writes a bundle's arrays back in 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -16,7 +15,7 @@ import numpy as np
 
 from precompute.assemble import AssembleSettings, Extracted, assemble, check_zsf_size
 from precompute.importer_checks import read_and_check
-from precompute.importer_config import ImportConfig, SplitPlan, load_import_config
+from precompute.importer_config import ImportConfig, SplitPlan
 from precompute.importer_files import ArrayImportError
 from vrf_core.bundle import Bundle, open_bundle
 from vrf_core.data import open_rgb
@@ -25,7 +24,7 @@ from vrf_core.filesafe import resolve_inside
 from vrf_core.progress import log, progress
 from vrf_core.zsf import zsf_mask
 
-__all__ = ["ArrayImportError", "export_arrays", "import_bundle", "register", "run"]
+__all__ = ["ArrayImportError", "export_arrays", "import_bundle"]
 
 
 def assemble_settings(cfg: ImportConfig) -> AssembleSettings:
@@ -189,19 +188,3 @@ def export_arrays(bundle_path: str | Path, out_dir: str | Path,
     path = out_dir / "import.toml"
     write_import_config(path, raw)
     return path
-
-
-# ---- command line --------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    """Adds `import --config FILE` to precompute's command line."""
-    p = subparsers.add_parser("import", help="a bundle from features and logits you already have (docs/import.md)")
-    p.add_argument("--config", required=True, help="import config (TOML; docs/import.md)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from precompute.report import print_report
-
-    bundle = import_bundle(load_import_config(args.config))
-    print_report(bundle, "validation", False)
-    return 0

@@ -16,6 +16,7 @@ from typing import Any
 
 from precompute.config import ConfigError, _section
 from precompute.config_checks import RESERVED_SPLITS, check_alphas, check_fields, check_k_rule, fail
+from precompute.importer_files import ARRAY_NAMES  # every array a split may give (needs: importer_checks.py)
 from precompute.sources import resolve_classnames
 from vrf_core.data import ClassProjection
 
@@ -23,9 +24,6 @@ from vrf_core.data import ClassProjection
 BUNDLE_ROLES = {"train": "id_train", "val": "id_val", "test": "id_test"}
 TOP_LEVEL = ("run", "classes", "models", "ensemble", "bundle", "data")
 DATA_ROLES = ("train", "val", "test", "ood")
-# Every array a split may give; which ones a role needs: precompute/importer_checks.py.
-ARRAY_NAMES = ("labels", "paths", "features_ft", "features_zs", "logits_zs", "logits_ft", "preds_zs", "preds_ft",
-               "preds_wse")
 
 
 @dataclass

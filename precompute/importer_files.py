@@ -9,10 +9,15 @@ import difflib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from precompute.importer_config import ARRAY_NAMES, ImportConfig, SplitPlan
+if TYPE_CHECKING:  # the config module imports torch (through precompute.config): not needed to name the error
+    from precompute.importer_config import ImportConfig, SplitPlan
+
+ARRAY_NAMES = ("labels", "paths", "features_ft", "features_zs", "logits_zs", "logits_ft", "preds_zs", "preds_ft",
+               "preds_wse")  # what a split's arrays may be called
 
 
 class ArrayImportError(ValueError):

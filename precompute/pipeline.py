@@ -179,6 +179,9 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
     zs = ImageClassifier(clip.model.visual, head).to(device)
     zs_state = {k: v.detach().clone() for k, v in zs.state_dict().items()}
     ft, ft_info = _finetuned(cfg, zs, head_key, train, val, clip, device, out, stages)
+    if ft.head.bias is not None and zs.head.bias is None:  # a checkpoint that trained a head bias (WiSE-FT's)
+        zs.add_head_bias()  # a zero bias: the same logits, and state dicts with the same keys to interpolate
+        zs_state = {k: v.detach().clone() for k, v in zs.state_dict().items()}
     ft_state = ft.state_dict()
     ft_sha = state_dict_sha256(ft_state)
 

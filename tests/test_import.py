@@ -21,14 +21,8 @@ from PIL import Image
 
 from precompute.assemble import AssembleSettings, assemble
 from precompute.config import ConfigError
-from precompute.importer import (
-    ArrayImportError,
-    export_arrays,
-    import_bundle,
-    register,
-    run,
-    write_import_config,
-)
+from precompute.import_command import register, run
+from precompute.importer import ArrayImportError, export_arrays, import_bundle, write_import_config
 from precompute.importer_config import load_import_config
 from precompute.report import report
 from precompute.synthetic.splits import SetSpec, make_split

@@ -187,10 +187,16 @@ def test_the_converter_writes_the_same_state_dict_as_safetensors(arch, tmp_path,
 
 
 @pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
-def test_a_head_bias_is_kept_in_the_reading_and_refused_where_it_cannot_be_used(arch, tmp_path):
-    save_wiseft(tmp_path / "finetuned.pt", "zip", "openai", bias=0.5)
+def test_a_trained_head_bias_is_loaded_into_the_fine_tuned_model_and_refused_as_a_zero_shot_head(arch, tmp_path):
+    made = save_wiseft(tmp_path / "finetuned.pt", "zip", "openai", bias=0.5)
     assert torch.equal(read_wiseft(tmp_path / "finetuned.pt").head_bias, torch.full((4,), 0.5))
-    with pytest.raises(ModelError, match=r"finetuned.pt: its head has a non-zero bias \(max \|b\| = 0.5\)"):
+    model = our_classifier(made["visual"], made["head"])
+    load_classifier_weights(model, tmp_path / "finetuned.pt")
+    assert torch.equal(model.head.bias, torch.full((4,), 0.5))
+    with torch.no_grad():
+        torch.testing.assert_close(model(made["images"])[1], made["logits"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ModelError, match=r"finetuned.pt: its head has a non-zero bias \(max \|b\| = 0.5\): a "
+                                         r"fine-tuned file, not a zero-shot one"):
         load_wiseft_classifier(tmp_path / "finetuned.pt")
 
 
@@ -279,15 +285,16 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path):
 @pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
 def test_a_run_starts_from_the_two_wiseft_files(arch, tmp_path):
     """`precompute run` with [model] pretrained = zeroshot.pt and [finetune] checkpoint = finetuned.pt. The
-    fine-tuned file is the zero-shot one with its head rolled by one class, so the bundle's fine-tuned logits
-    must be its zero-shot logits rolled by one column: both files, and the stored zero-shot head, were used."""
+    fine-tuned file is the zero-shot one with its head rolled by one class and a trained bias of 0.25, so the
+    bundle's fine-tuned logits must be its zero-shot logits rolled by one column plus 0.25: both files, the
+    stored zero-shot head and the bias were used (and the WSE models interpolate with a zero bias)."""
     from tiny import tiny_config
 
     from precompute.config import load_config
     from precompute.pipeline import run
 
     save_wiseft(tmp_path / "zeroshot.pt", "zip", "openai")
-    save_wiseft(tmp_path / "finetuned.pt", "pickle", "openai", roll=1)
+    save_wiseft(tmp_path / "finetuned.pt", "pickle", "openai", roll=1, bias=0.25)
     cfg_path = tiny_config(tmp_path, tmp_path / "unused")
     text = re.sub(r'\[model\]\nname = "[^"]*"', f'[model]\nname = "{arch}"\npretrained = "zeroshot.pt"',
                   cfg_path.read_text())
@@ -297,4 +304,4 @@ def test_a_run_starts_from_the_two_wiseft_files(arch, tmp_path):
     assert bundle.manifest["schema_version"] == 2
     for split in ("val", "test", "sketch"):
         zs, ft = (np.asarray(bundle.array(split, f"logits_{m}")) for m in ("zs", "ft"))
-        np.testing.assert_allclose(ft, np.roll(zs, 1, axis=1), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(ft, np.roll(zs, 1, axis=1) + 0.25, rtol=1e-5, atol=1e-4)  # + its head bias

@@ -260,21 +260,31 @@ def read_wiseft(path: str | Path) -> WiseftCheckpoint:
     return WiseftCheckpoint(visual, weight, bias, bool(getattr(head, "state", {}).get("normalize", True)))
 
 
-def load_wiseft_classifier(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """(visual state dict, head weight (C, D)) of a WiSE-FT file, for vrf_core.models.ImageClassifier."""
+def _normalising(path: str | Path) -> WiseftCheckpoint:
     ckpt = read_wiseft(path)
     if not ckpt.normalize:
         raise ModelError(f"{path}: its head does not normalise features, unlike vrf_core.models.ImageClassifier")
+    return ckpt
+
+
+def load_wiseft_classifier(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(visual state dict, head weight (C, D)) of a WiSE-FT zero-shot file: a zero-shot head is a bare
+    (C, D) matrix, so a non-zero bias (a fine-tuned file given as [model] pretrained) is refused."""
+    ckpt = _normalising(path)
     if ckpt.head_bias.abs().max().item() > 0:
-        raise ModelError(f"{path}: its head has a non-zero bias (max |b| = {ckpt.head_bias.abs().max().item():.3g}), "
-                         "which vrf_core.models.ImageClassifier (a head without bias) cannot represent")
+        raise ModelError(f"{path}: its head has a non-zero bias (max |b| = {ckpt.head_bias.abs().max().item():.3g}): "
+                         "a fine-tuned file, not a zero-shot one; give it as [finetune] checkpoint")
     return ckpt.visual, ckpt.head_weight
 
 
 def classifier_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A WiSE-FT file as a state dict of vrf_core.models.ImageClassifier (`visual.*`, `head.weight`)."""
-    visual, head = load_wiseft_classifier(path)
-    return {**{f"visual.{k}": v for k, v in visual.items()}, "head.weight": head}
+    """A WiSE-FT file as a state dict of vrf_core.models.ImageClassifier (`visual.*`, `head.weight`, and
+    `head.bias` when WiSE-FT's fine-tuning trained one)."""
+    ckpt = _normalising(path)
+    sd = {**{f"visual.{k}": v for k, v in ckpt.visual.items()}, "head.weight": ckpt.head_weight}
+    if ckpt.head_bias.abs().max().item() > 0:
+        sd["head.bias"] = ckpt.head_bias
+    return sd
 
 
 def is_wiseft_checkpoint(path: str | Path) -> bool:

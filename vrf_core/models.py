@@ -41,6 +41,13 @@ class ImageClassifier(nn.Module):
         feats = F.normalize(self.visual(images), dim=-1)
         return feats, self.head(feats)
 
+    def add_head_bias(self) -> None:
+        """A zero bias on the head (same logits): for fine-tuned checkpoints that trained one (WiSE-FT's
+        fine-tuning does), and for the zero-shot model they are interpolated with."""
+        if self.head.bias is None:
+            w = self.head.weight
+            self.head.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+
 
 @dataclass
 class LoadedCLIP:
@@ -203,6 +210,8 @@ def load_classifier_weights(classifier: ImageClassifier, path: Path) -> None:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict of vrf_core.models.ImageClassifier")
+    if "head.bias" in sd:
+        classifier.add_head_bias()
     own = classifier.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
