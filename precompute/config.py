@@ -166,12 +166,16 @@ def parse_config(raw: dict, base_dir: Path, where: str = "config") -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """A TOML file's tables; a missing or malformed file is a ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(raw, path.resolve().parent, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_toml(path), Path(path).resolve().parent, str(path))

@@ -9,12 +9,11 @@ import dataclasses
 import difflib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from precompute.config import ConfigError, _section
+from precompute.config import BundleSection, ConfigError, EnsembleSection, _section, read_toml
 from precompute.config_checks import RESERVED_SPLITS, check_alphas, check_fields, check_k_rule, fail
 from precompute.importer_files import ARRAY_NAMES  # every array a split may give (needs: importer_checks.py)
 from precompute.sources import resolve_classnames
@@ -40,25 +39,11 @@ class ImportClasses:
 
 
 @dataclass
-class ImportEnsemble:
+class ImportEnsemble(EnsembleSection):
     wse_alphas: list | None = None  # set when the evaluation splits carry preds_wse
-    ose_alphas: list = field(default_factory=lambda: [round(i / 10, 2) for i in range(11)])
-    k_max: int = 100
-    k_rule: Any = "reference"
-    distance: str = "squared"
-    calibration: str = "confidence"
-    weight_rule: str = "sigmoid"
-    knn_backend: str = "auto"
 
 
-@dataclass
-class ImportBundle:
-    train_sample: int = 50000
-    thumb_size: int = 128  # thumbnails from the images of splits that name an images root; 0: none
-    umap: bool = True
-    umap_max_points: int = 20000
-    umap_neighbors: int = 15
-    normalize_features: bool = False  # L2-normalise features instead of refusing rows of another norm
+ImportBundle = BundleSection  # the same settings as for `precompute run`
 
 
 @dataclass
@@ -210,13 +195,5 @@ def parse_import_config(raw: dict, base_dir: Path, where: str = "import config")
                         **sections)
 
 
-
 def load_import_config(path: str | Path) -> ImportConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"import config {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_import_config(raw, path.resolve().parent, str(path))
+    return parse_import_config(read_toml(path, "import config"), Path(path).resolve().parent, str(path))
