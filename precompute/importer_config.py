@@ -43,7 +43,9 @@ class ImportEnsemble(EnsembleSection):
     wse_alphas: list | None = None  # set when the evaluation splits carry preds_wse
 
 
-ImportBundle = BundleSection  # the same settings as for `precompute run`
+@dataclass
+class ImportBundle(BundleSection):  # the settings of `precompute run`, plus
+    normalize_features: bool = False  # L2-normalise features instead of refusing rows of another norm
 
 
 @dataclass
