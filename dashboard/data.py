@@ -99,11 +99,8 @@ def hyperparameters(bundle: Bundle, mode: str) -> Hyperparameters:
 def topm_split(bundle: Bundle, mode: str, split: str) -> TopMSplit:
     """An evaluation split ready for exact re-weighting with the mode's temperatures, from the top-m
     tables precompute stored (only rows the tables cannot decide read the logits)."""
-    def make() -> TopMSplit:
-        hp = hyperparameters(bundle, mode)
-        return TopMSplit.from_split_data(split_data(bundle, split), hp.t_zs, hp.t_ft, bundle.manifest["topm"]["m"],
-                                         tables=bundle_adapter.stored_topm(bundle, split))
-    return memoize(bundle, ("topm_split", mode, split), make)
+    return memoize(bundle, ("topm_split", mode, split),
+                   lambda: bundle_adapter.topm_split(bundle, split, mode, split_data(bundle, split)))
 
 
 def _upscaled_png(jpeg: bytes) -> bytes:

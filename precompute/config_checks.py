@@ -22,7 +22,7 @@ from vrf_core.calibration import METHODS
 from vrf_core.devices import DEVICES, PRECISIONS
 from vrf_core.knn import BACKENDS
 from vrf_core.weights import K_RULES, RULES, SCALES
-from vrf_core.zeroshot import TEMPLATE_SETS
+from vrf_core.zeroshot import TEMPLATE_SETS, read_template_file
 
 FINETUNE_MODES = ("e2e", "lpft", "none")  # none: use finetune.checkpoint as it is
 RESERVED_SPLITS = ("train", "zsf", "val", "test")  # bundle split names an OOD dataset cannot take
@@ -188,7 +188,7 @@ def check_templates(where: str, cfg: Config) -> None:
                          besides=f" nor an existing file ({path})")
         key, origin = f"{key} = {shown(spec)}", str(path)
         try:
-            templates = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            templates = read_template_file(path)
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     else:

@@ -68,11 +68,12 @@ def stored_topm(bundle: Bundle, split: str) -> dict[tuple[float, float], TopMTab
     return topm_tables({n: bundle.array(split, n) for n in names}, bundle.manifest["topm"]["temperatures"])
 
 
-def topm_split(bundle: Bundle, split: str, mode: str) -> TopMSplit:
-    """A split ready for exact re-weighting at the mode's temperatures, from the stored tables."""
+def topm_split(bundle: Bundle, split: str, mode: str, data: SplitData | None = None) -> TopMSplit:
+    """A split ready for exact re-weighting at the mode's temperatures, from the stored tables; `data`: the
+    split's arrays when the caller already holds them (default: `eval_split`, logits memory-mapped)."""
     hp = hyperparameters(bundle, mode)
-    return TopMSplit.from_split_data(eval_split(bundle, split), hp.t_zs, hp.t_ft, bundle.manifest["topm"]["m"],
-                                     tables=stored_topm(bundle, split))
+    return TopMSplit.from_split_data(data or eval_split(bundle, split), hp.t_zs, hp.t_ft,
+                                     bundle.manifest["topm"]["m"], tables=stored_topm(bundle, split))
 
 
 def derive_spec(bundle: Bundle) -> DeriveSpec:

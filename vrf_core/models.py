@@ -93,9 +93,9 @@ def checkpoint_error(path: str | Path, exc: BaseException) -> ModelError:
     if isinstance(exc, pickle.UnpicklingError):
         return ModelError(
             f"{path}: refused: the file holds pickled Python objects besides tensors, and loading it would run "
-            "code from it (checkpoints are loaded with weights_only=True). Use a plain state dict (safetensors, "
-            "or torch.save(model.state_dict())); if you trust the file, convert it once in a separate session: "
-            "torch.save(torch.load(path, weights_only=False).state_dict(), 'weights.pt')")
+            "code from it (checkpoints are loaded with weights_only=True; WiSE-FT's pickled classifiers are read "
+            "through an allow-list, and this is not one of them). Use a plain state dict (safetensors, or "
+            "torch.save(model.state_dict()) where the model was trained)")
     return ModelError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
                       "is the file complete and a torch or safetensors state dict?")
 
@@ -150,15 +150,23 @@ def load_wiseft_visual(model: nn.Module, path: str | Path, name: str) -> torch.T
     from vrf_core.legacy_checkpoint import load_wiseft_classifier  # imports this module
 
     visual, head = load_wiseft_classifier(path)
-    own = model.visual.state_dict()
-    missing, unexpected = [k for k in own if k not in visual], [k for k in visual if k not in own]
-    shape_bad = [k for k in own if k in visual and tuple(visual[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape_bad:
-        raise ModelError(f"{path}: its image tower does not match model {name!r} ({len(missing)} missing keys e.g. "
-                         f"{missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}, shape mismatches "
-                         f"{shape_bad[:2]}). Check [model].name against the checkpoint's architecture")
+    mismatch = state_dict_mismatch(model.visual.state_dict(), visual)
+    if mismatch:
+        raise ModelError(f"{path}: its image tower does not match model {name!r} ({mismatch}). Check [model].name "
+                         "against the checkpoint's architecture")
     model.visual.load_state_dict(visual)
     return head
+
+
+def state_dict_mismatch(own: dict, sd: dict) -> str | None:
+    """How `sd` fails to fit a model whose state dict is `own` (missing, unexpected, misshapen keys), or None."""
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape_bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shape_bad):
+        return None
+    return (f"{len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}, "
+            f"shape mismatches {shape_bad[:2]}")
 
 
 def preprocess_description(preprocess: Callable) -> dict:
@@ -212,14 +220,9 @@ def load_classifier_weights(classifier: ImageClassifier, path: Path) -> None:
         raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict of vrf_core.models.ImageClassifier")
     if "head.bias" in sd:
         classifier.add_head_bias()
-    own = classifier.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shape_bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape_bad:
-        raise ModelError(
-            f"{path}: not a fine-tuned checkpoint of this model ({len(missing)} missing keys e.g. "
-            f"{missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}, shape mismatches {shape_bad[:2]}). "
-            "It must be a state dict of vrf_core.models.ImageClassifier for the configured [model]")
+    mismatch = state_dict_mismatch(classifier.state_dict(), sd)
+    if mismatch:
+        raise ModelError(f"{path}: not a fine-tuned checkpoint of this model ({mismatch}). It must be a state dict "
+                         "of vrf_core.models.ImageClassifier for the configured [model]")
     classifier.load_state_dict(sd)
 

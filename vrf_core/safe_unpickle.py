@@ -25,7 +25,7 @@ class SafeUnpickleError(ValueError):
     """A pickle named a global outside its allow-list, or is not one we can read; the message names the file."""
 
 
-def _shown(text: object) -> str:
+def printable_name(text: object) -> str:
     """A name from the file as one short line (STACK_GLOBAL names are arbitrary strings)."""
     text = str(text)
     return text if text.isprintable() and len(text) <= 200 else repr(text[:200])
@@ -41,14 +41,15 @@ class AllowListUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Callable:
         if (module, name) not in self.allowed:
-            raise SafeUnpickleError(f"{self.source}: refusing global {_shown(module)}.{_shown(name)}, which is not "
-                                    "in this file's allow-list. Nothing was imported or run")
+            name_shown = f"{printable_name(module)}.{printable_name(name)}"
+            raise SafeUnpickleError(f"{self.source}: refusing global {name_shown}, which is not in this file's "
+                                    "allow-list. Nothing was imported or run")
         return self.allowed[(module, name)]
 
     def persistent_load(self, pid: object) -> object:
         if self.persistent is not None:
             return self.persistent(pid)
-        raise SafeUnpickleError(f"{self.source}: refusing persistent id {_shown(pid)}: this reader resolves no "
+        raise SafeUnpickleError(f"{self.source}: refusing persistent id {printable_name(pid)}: this reader resolves no "
                                 "objects stored outside the pickle. Nothing was imported or run")
 
 

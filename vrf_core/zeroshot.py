@@ -11,6 +11,11 @@ from torch import nn
 TEMPLATE_SETS = ("openai_imagenet", "simple_imagenet")
 
 
+def read_template_file(path: Path) -> list[str]:
+    """One template per non-empty line."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def resolve_templates(spec: str | Sequence[str], base: Path | None = None) -> list[str]:
     """'openai_imagenet' (the 80 OpenAI templates), 'simple_imagenet', a text file with one
     template per line, or a list. Every template must contain '{}'."""
@@ -25,7 +30,7 @@ def resolve_templates(spec: str | Sequence[str], base: Path | None = None) -> li
             path = Path(spec) if base is None or Path(spec).is_absolute() else base / spec
             if not path.is_file():
                 raise ValueError(f"templates: {spec!r} is neither {TEMPLATE_SETS} nor an existing file")
-            out = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            out = read_template_file(path)
     else:
         out = list(spec)
     bad = [t for t in out if "{}" not in t]
