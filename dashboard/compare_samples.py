@@ -53,13 +53,19 @@ def split_disagreements(runs: list[Run], a: int, b: int, match: SplitMatch, meth
                          run_preds(ra.bundle, mode, match.name)[method], run_preds(rb.bundle, mode, match.name)[method])
 
 
-def probabilities(run: Run, split: str, i: int) -> dict[str, np.ndarray]:
-    """Sample i's probabilities in `run` at its tuned hyperparameters: both models and VRF's mixture."""
+def probabilities(run: Run, split: str, i: int) -> tuple[dict[str, np.ndarray], float]:
+    """Sample i's probabilities in `run` at its tuned hyperparameters: zero-shot, fine-tuned and VRF's mixture;
+    and VRF's weight w on the fine-tuned model."""
     sd, p = data.split_data(run.bundle, split), run.hp.vrf
     t_zs, t_ft = (run.hp.t_zs, run.hp.t_ft) if p.calibrate else (1.0, 1.0)
     p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
     w = float(weight(kth_distance(sd.knn_sqdist[[i]], p.k, p.scale), p.a, p.b, p.rule)[0])
-    return {"zero-shot": p_zs, "fine-tuned": p_ft, f"VRF (w = {w:.2f})": w * p_ft + (1 - w) * p_zs}
+    return {"ZS": p_zs, "FT": p_ft, "VRF": w * p_ft + (1 - w) * p_zs}, w
+
+
+def prob_style(p: float) -> str:
+    """A bar-like shade: the larger the probability, the darker the cell."""
+    return f"background-color: rgba(31,119,180,{0.6 * p:.2f})"
 
 
 def mark(ok: bool) -> str:
@@ -123,19 +129,17 @@ def inspector(runs: list[Run], pair: tuple[int, int], matches: dict[str, SplitMa
             pred = int(run_preds(run.bundle, mode, split)[method][rows[r]])
             col.markdown(f"<span style='color:{run.color};font-weight:700'>■ {run.label}</span>",
                          unsafe_allow_html=True)
-            col.markdown(f"{method}: {mark(pred == y)} **{names[pred]}**")
-            probs = probabilities(run, split, rows[r])
-            vrf = list(probs)[-1]
-            classes = sorted({int(c) for p in probs.values() for c in top_k(p, 5)[0]}, key=lambda c: -probs[vrf][c])
+            probs, w = probabilities(run, split, rows[r])
+            col.markdown(f"{method}: {mark(pred == y)} **{names[pred]}**  \nVRF weight w = {w:.2f}")
+            classes = sorted({int(c) for p in probs.values() for c in top_k(p, 5)[0]}, key=lambda c: -probs["VRF"][c])
             table = pd.DataFrame({"class": [("✓ " if c == y else "") + names[c] for c in classes],
                                   **{m: [float(p[c]) for c in classes] for m, p in probs.items()}})
-            bars = {m: st.column_config.ProgressColumn(m, min_value=0.0, max_value=1.0, format="%.2f", width="small")
-                    for m in probs}
             with col:
-                show_table(table, f"cmp-top5-{r}", f"{run.label}-{split}-{rows[r]}-top5".replace("/", "_"),
-                           hide_index=True, width="stretch", column_config=bars)
-        st.caption("Top-5 classes of each model (✓ = true label) with each run's own tuned temperatures and VRF "
-                   "weight w on its fine-tuned model.")
+                show_table(table.style.format("{:.2f}", subset=list(probs)).map(prob_style, subset=list(probs)),
+                           f"cmp-top5-{r}", f"{run.label}-{split}-{rows[r]}-top5".replace("/", "_"), csv=table,
+                           hide_index=True, width="stretch")
+        st.caption("Top-5 classes of each model (✓ = true label): ZS zero-shot, FT fine-tuned, VRF their mixture "
+                   "with w on FT; each run at its own tuned temperatures and weight.")
 
 
 def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode: str) -> None:
@@ -150,15 +154,15 @@ def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode:
     dis = {m.name: split_disagreements(runs, a, b, m, method, mode) for m in shared}
     counts = pd.DataFrame([{"split": s, "samples": len(m.rows[0]), f"{labels[a]} right, {labels[b]} wrong":
                             d.counts()[0], f"{labels[b]} right, {labels[a]} wrong": d.counts()[1],
-                            "net (points)": 100 * (d.counts()[1] - d.counts()[0]) / len(m.rows[0])}
+                            f"net {labels[b]} − {labels[a]} (points)": 100 * (d.counts()[1] - d.counts()[0]) / len(m.rows[0])}
                            for (s, d), m in zip(dis.items(), shared)])
     show_table(counts.round(2), "cmp-counts", "compare-disagreements", hide_index=True, width="stretch")
 
-    c1, c2, c3 = st.columns([2, 2, 2])
+    c1, c2, c3 = st.columns([1.3, 3, 1.3])
     names = {m.name: m for m in shared}
     default = next((i for i, m in enumerate(shared) if runs[0].bundle.splits[m.name]["role"] == "id_test"), 0)
     split = c1.selectbox("Split", list(names), index=default, key="cmp-split")
-    directions = {True: f"{labels[a]} right, {labels[b]} wrong", False: f"{labels[b]} right, {labels[a]} wrong"}
+    directions = {True: f"✓ {labels[a]}  ✗ {labels[b]}", False: f"✓ {labels[b]}  ✗ {labels[a]}"}
     a_right = c2.segmented_control("Which run is right", list(directions), format_func=directions.get, default=True,
                                    required=True, key="cmp-direction")
     classnames = runs[a].bundle.split_classnames(split)
@@ -168,7 +172,7 @@ def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode:
                        format_func=lambda c: c if c == ALL_CLASSES else classnames[c])
     wanted = d.a_right == a_right
     keep = np.flatnonzero(wanted if cls == ALL_CLASSES else wanted & (d.labels == cls))
-    left, right = st.columns([5, 4], gap="medium")
+    left, right = st.columns([1, 1], gap="medium")
     with left:
         grid(runs, a, b, names[split], d, keep)
     with right:

@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboard import compare_samples, data, sidebar
 from dashboard.compare_samples import Run
-from dashboard.export import show_figure, show_table
+from dashboard.export import ROW_PX, show_figure, show_table
 from dashboard.theme import accuracy_axis, style
 from vrf_core.bundle import BundleError, find_bundles
 from vrf_core.evaluate import OOD_AVG, ROLES_EVAL
@@ -126,10 +126,12 @@ def column_name(split: str, role: str | None) -> str:
 
 
 def results_frames(runs: list[Run], cmp: ResultsComparison, roles: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The table as shown (accuracy %, difference in points; columns: split, then each run and each
-    difference) and in long form for the CSV."""
+    """The table as shown (accuracy %, difference in points; columns: split (the ID splits and OOD avg first,
+    then each shift), then each run and each difference) and in long form for the CSV."""
     cols, long = {}, []
-    for j, c in enumerate(cmp.columns):
+    order = sorted(range(len(cmp.columns)), key=lambda j: roles.get(cmp.columns[j]) == "ood")
+    for j in order:
+        c = cmp.columns[j]
         name = column_name(c, roles.get(c))
         for r, run in enumerate(runs):
             cols[(name, run.label)] = 100 * cmp.acc[r, :, j]
@@ -157,7 +159,8 @@ def results_section(runs: list[Run], cmp: ResultsComparison, roles: dict, shifts
     diffs = [c for c in shown.columns if c[1].startswith("Δ ")]
     styler = shown.style.format("{:.1f}", na_rep="—").format("{:+.1f}", subset=diffs, na_rep="—") \
         .map(diff_style, subset=diffs)
-    show_table(styler, "cmp-results", "compare-results", csv=long, width="stretch")
+    show_table(styler, "cmp-results", "compare-results", csv=long, width="stretch",
+               height=ROW_PX * (len(shown) + 2) + 3)  # two header rows
     avg = f"{OOD_AVG} is the mean over the {len(shifts)} shared shift(s)" if shifts else "No shared shift"
     st.caption(f"Top-1 accuracy (%) from each bundle's stored results, every method at the hyperparameters its run "
                f"tuned on its own {'validation split' if runs[0].hp.tuned_on != 'test' else 'ID test split'}; "
