@@ -142,7 +142,20 @@ def inspector(runs: list[Run], pair: tuple[int, int], matches: dict[str, SplitMa
                    "with w on FT; each run at its own tuned temperatures and weight.")
 
 
+def counts_table(labels: list[str], a: int, b: int, dis: dict[str, Disagreements], shared: list[SplitMatch]
+                 ) -> pd.DataFrame:
+    """Per shared split: how many samples only A gets right, only B, and the net difference in points."""
+    rows = []
+    for m in shared:
+        n_a, n_b = dis[m.name].counts()
+        rows.append({"split": m.name, "samples": len(m.rows[0]), f"{labels[a]} right, {labels[b]} wrong": n_a,
+                     f"{labels[b]} right, {labels[a]} wrong": n_b,
+                     f"net {labels[b]} − {labels[a]} (points)": round(100 * (n_b - n_a) / len(m.rows[0]), 2)})
+    return pd.DataFrame(rows)
+
+
 def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode: str) -> None:
+    """Method and runs, the counts per split, the filters, the grid and the inspector."""
     labels = [r.label for r in runs]
     c1, c2, c3 = st.columns([2, 2, 2])
     available = [m for m in methods if all(m in run_preds(r.bundle, mode, shared[0].name) for r in runs)]
@@ -152,28 +165,23 @@ def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode:
     b = c3.selectbox("Run B", [r for r in range(len(runs)) if r != a], format_func=labels.__getitem__,
                      key="cmp-b") if len(runs) > 2 else 1
     dis = {m.name: split_disagreements(runs, a, b, m, method, mode) for m in shared}
-    counts = pd.DataFrame([{"split": s, "samples": len(m.rows[0]), f"{labels[a]} right, {labels[b]} wrong":
-                            d.counts()[0], f"{labels[b]} right, {labels[a]} wrong": d.counts()[1],
-                            f"net {labels[b]} − {labels[a]} (points)": 100 * (d.counts()[1] - d.counts()[0]) / len(m.rows[0])}
-                           for (s, d), m in zip(dis.items(), shared)])
-    show_table(counts.round(2), "cmp-counts", "compare-disagreements", hide_index=True, width="stretch")
+    show_table(counts_table(labels, a, b, dis, shared), "cmp-counts", "compare-disagreements", hide_index=True,
+               width="stretch")
 
     c1, c2, c3 = st.columns([1.3, 3, 1.3])
-    names = {m.name: m for m in shared}
+    matches = {m.name: m for m in shared}
     default = next((i for i, m in enumerate(shared) if runs[0].bundle.splits[m.name]["role"] == "id_test"), 0)
-    split = c1.selectbox("Split", list(names), index=default, key="cmp-split")
+    split = c1.selectbox("Split", list(matches), index=default, key="cmp-split")
     directions = {True: f"✓ {labels[a]}  ✗ {labels[b]}", False: f"✓ {labels[b]}  ✗ {labels[a]}"}
     a_right = c2.segmented_control("Which run is right", list(directions), format_func=directions.get, default=True,
                                    required=True, key="cmp-direction")
-    classnames = runs[a].bundle.split_classnames(split)
-    d = dis[split]
-    present = sorted({int(y) for y in d.labels})
-    cls = c3.selectbox("True class", [ALL_CLASSES] + present, key="cmp-class",
+    d, classnames = dis[split], runs[a].bundle.split_classnames(split)
+    cls = c3.selectbox("True class", [ALL_CLASSES] + sorted({int(y) for y in d.labels}), key="cmp-class",
                        format_func=lambda c: c if c == ALL_CLASSES else classnames[c])
     wanted = d.a_right == a_right
     keep = np.flatnonzero(wanted if cls == ALL_CLASSES else wanted & (d.labels == cls))
-    left, right = st.columns([1, 1], gap="medium")
+    left, right = st.columns([5, 6], gap="medium")
     with left:
-        grid(runs, a, b, names[split], d, keep)
+        grid(runs, a, b, matches[split], d, keep)
     with right:
-        inspector(runs, (a, b), names, method, mode)
+        inspector(runs, (a, b), matches, method, mode)
