@@ -72,7 +72,7 @@ def mark(ok: bool) -> str:
     return ":green[✓]" if ok else ":red[✗]"
 
 
-def _inspect(item: tuple[str, int]) -> None:
+def _inspect(item: tuple[str, str, int]) -> None:
     st.session_state["cmp-inspect"] = item
 
 
@@ -98,20 +98,21 @@ def grid(runs: list[Run], a: int, b: int, match: SplitMatch, dis: Disagreements,
                         unsafe_allow_html=True)
             st.caption(f"{mark(dis.pred_a[k] == y)} {runs[a].label}: {names[dis.pred_a[k]]}  \n"
                        f"{mark(dis.pred_b[k] == y)} {runs[b].label}: {names[dis.pred_b[k]]}")
-            st.button("Inspect", key=f"cmp-inspect-{match.name}-{j}", on_click=_inspect, args=((match.name, j),),
-                      type="primary" if st.session_state.get("cmp-inspect") == (match.name, j) else "secondary",
+            item = (runs[0].label, match.name, j)
+            st.button("Inspect", key=f"cmp-inspect-{match.name}-{j}", on_click=_inspect, args=(item,),
+                      type="primary" if st.session_state.get("cmp-inspect") == item else "secondary",
                       width="stretch")
 
 
 def inspector(runs: list[Run], pair: tuple[int, int], matches: dict[str, SplitMatch], method: str,
               mode: str) -> None:
     """The inspected sample in both runs: the image, each run's prediction and top-5 probabilities."""
-    item = st.session_state.get("cmp-inspect")
-    if item is None or item[0] not in matches:
+    item = st.session_state.get("cmp-inspect")  # (reference run, split, row in the reference run's order)
+    if item is None or item[0] != runs[0].label or item[1] not in matches:
         st.info("Click **Inspect** under an image to see both runs' top-5 probabilities for it.",
                 icon=":material/zoom_in:")
         return
-    split, j = item
+    _, split, j = item
     match, a = matches[split], pair[0]
     rows = {r: int(match.rows[r][j]) for r in pair}
     names = runs[a].bundle.split_classnames(split)
