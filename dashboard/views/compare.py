@@ -16,7 +16,7 @@ import streamlit as st
 from dashboard import compare_samples, data, sidebar
 from dashboard.compare_samples import Run
 from dashboard.export import ROW_PX, show_figure, show_table
-from dashboard.theme import accuracy_axis, style
+from dashboard.theme import scale_label, style
 from vrf_core.bundle import BundleError, find_bundles
 from vrf_core.evaluate import OOD_AVG, ROLES_EVAL
 from vrf_core.run_comparison import ResultsComparison, RunSplit, SplitMatch, compare_results, match_splits, ood_average
@@ -106,8 +106,10 @@ def show_runs_and_splits(runs: list[Run], matches: list[SplitMatch]) -> None:
     for run, col in zip(runs, st.columns(len(runs))):
         col.markdown(f"<span style='color:{run.color};font-weight:700'>■ {run.label}</span>"
                      f"{' (A, reference)' if run is runs[0] else ''}", unsafe_allow_html=True)
-        col.caption(f"{describe(run.bundle)}  \nrun `{run.bundle.name}` · tuned on {run.hp.tuned_on} · created "
-                    f"{run.bundle.manifest.get('created', '?')}")
+        v, created = run.hp.vrf, run.bundle.manifest.get("created", "?")
+        col.caption(f"{describe(run.bundle)}  \nrun `{run.bundle.name}` · created {created}"
+                    f"  \ntuned on {run.hp.tuned_on}: VRF a = {v.a:.3g}, b = {v.b:.3g}, k = {v.k}, {v.rule}, "
+                    f"{scale_label(v.scale)}")
     shared = [m for m in matches if m.shared]
     if shared:
         aligned = [m.name for m in shared if m.reordered]
@@ -172,10 +174,27 @@ def results_section(runs: list[Run], cmp: ResultsComparison, roles: dict, shifts
 
 # ---- trade-off curves overlaid ----------------------------------------------------------------------
 
+def point_symbols(runs: list[Run], mode: str) -> dict[str, str]:
+    """One marker per method, the same in every run (methods without their own take the next spare one)."""
+    methods = dict.fromkeys(m for r in runs for m in data.results_rows(r.bundle, mode))
+    spare = iter(OTHER_SYMBOLS * (1 + len(methods) // len(OTHER_SYMBOLS)))
+    return {m: "x" if m.startswith("route:") else POINT_SYMBOLS.get(m) or next(spare) for m in methods}
+
+
+def zoomed(fig: go.Figure, anchors: list[float]) -> tuple[dict, dict]:
+    """Axis ranges framing the anchors (ID accuracies of every point but zero-shot) and what lies above them."""
+    xs = np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data])
+    ys = np.concatenate([np.asarray(t.y, dtype=float) for t in fig.data])
+    lo, hi = min(anchors), max(anchors)
+    left = lo - 0.25 * (hi - lo) - 1.0
+    inside = ys[xs >= left]
+    return dict(range=[left, hi + 1.0]), dict(range=[inside.min() - 1.0, inside.max() + 1.0])
+
+
 def tradeoff_figure(runs: list[Run], mode: str, id_split: str, shifts: list[str], y_axis: str,
-                    routing: bool) -> go.Figure:
+                    routing: bool, zoom: bool) -> go.Figure:
     """Each run's stored OSE/WSE curves and its methods' points, one colour per run."""
-    fig = go.Figure()
+    fig, symbols, anchors = go.Figure(), point_symbols(runs, mode), []
 
     def ood(accs: dict):
         return ood_average(accs, shifts) if y_axis == OOD_AVG else accs[y_axis]
@@ -186,38 +205,42 @@ def tradeoff_figure(runs: list[Run], mode: str, id_split: str, shifts: list[str]
             if id_split not in accs or any(s not in accs for s in shifts):
                 continue
             name = f"{run.label} · {method}"
-            fig.add_trace(go.Scatter(x=accuracy_axis(accs[id_split], False), y=accuracy_axis(ood(accs), False),
+            alphas = run.bundle.wse_alphas if method == "WSE" else run.bundle.ose_alphas
+            fig.add_trace(go.Scatter(x=100 * np.asarray(accs[id_split]), y=100 * np.asarray(ood(accs)),
                                      mode="lines+markers", name=name, legendgroup=run.label,
-                                     customdata=[f"{name} (α {a:g})" for a in
-                                                 (run.bundle.wse_alphas if method == "WSE" else run.bundle.ose_alphas)],
+                                     customdata=[f"{name} (α {a:g})" for a in alphas], hovertemplate=hover,
                                      line=dict(color=run.color, dash=CURVE_DASH.get(method, "dashdot"), width=1.5),
-                                     marker=dict(size=4), hovertemplate=hover))
-        rows = data.results_rows(run.bundle, mode)
-        others = iter(OTHER_SYMBOLS * 4)
-        for method, row in rows.items():
+                                     marker=dict(size=4)))
+        for method, row in data.results_rows(run.bundle, mode).items():
             if (method.startswith("route:") and not routing) or id_split not in row \
                     or any(s not in row for s in shifts):
                 continue
             accs = {s: cell["acc"] for s, cell in row.items()}
-            symbol = "x" if method.startswith("route:") else POINT_SYMBOLS.get(method) or next(others)
             name = f"{run.label} · {method}"
+            if method != "zero-shot":
+                anchors.append(100 * accs[id_split])
             fig.add_trace(go.Scatter(x=[100 * accs[id_split]], y=[100 * float(ood(accs))], mode="markers", name=name,
                                      legendgroup=run.label, customdata=[name], hovertemplate=hover,
-                                     marker=dict(size=16 if method == "VRF" else 11, symbol=symbol, color=run.color,
-                                                 line=dict(width=1, color="white"))))
+                                     marker=dict(size=16 if method == "VRF" else 11, symbol=symbols[method],
+                                                 color=run.color, line=dict(width=1, color="white"))))
+    x_axis, y_axis_range = zoomed(fig, anchors) if zoom and anchors else ({}, {})
     words = f"mean of {len(shifts)} shared shifts" if y_axis == OOD_AVG else y_axis
-    style(fig, height=560, xaxis=dict(title=f"ID accuracy, {id_split} (%)", showgrid=True, zeroline=False),
-          yaxis=dict(title=f"OOD accuracy, {words} (%)", showgrid=True, zeroline=False))
+    style(fig, height=560, xaxis=dict(title=f"ID accuracy, {id_split} (%)", showgrid=True, zeroline=False, **x_axis),
+          yaxis=dict(title=f"OOD accuracy, {words} (%)", showgrid=True, zeroline=False, **y_axis_range))
     fig.update_layout(legend=dict(orientation="v", x=1.02, y=1, yanchor="top"), margin=dict(r=20))
     return fig
 
 
 def tradeoff_section(runs: list[Run], mode: str, id_split: str, shifts: list[str]) -> None:
-    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
     y_axis = c1.selectbox("OOD accuracy on the vertical axis", [OOD_AVG] + shifts, key="cmp-y",
                           format_func=lambda s: f"mean of the {len(shifts)} shared shifts" if s == OOD_AVG else s)
     routing = c2.toggle("Routing baselines", key="cmp-routing", help="Methods that send each sample to one model.")
-    fig = tradeoff_figure(runs, mode, id_split, shifts, y_axis, routing)
+    rows = data.results_rows(runs[0].bundle, mode)
+    far = rows["fine-tuned"][id_split]["acc"] - rows["zero-shot"][id_split]["acc"] > 0.15
+    zoom = c3.toggle("Zoom on the ensembles", value=far, key="cmp-zoom",
+                     help="Frame the fine-tuned end, where the ensembles differ; double-click the plot to see it all.")
+    fig = tradeoff_figure(runs, mode, id_split, shifts, y_axis, routing, zoom)
     st.caption("Lines: OSE (dotted), calibrated OSE (dashed) and WSE (solid) over their alphas; markers: each "
                "method at its tuned hyperparameters (★ VRF, ● zero-shot, ■ fine-tuned). One colour per run.")
     show_figure(fig, "cmp-chart", "compare-tradeoff")
