@@ -108,10 +108,15 @@ def test_filters_and_the_two_run_inspector(compare_bundles, monkeypatch):
     inspect[0].click().run()
     no_exception(at)
     tops = frames(at, "ZS")
-    assert len(tops) == 2
-    for top in tops:
+    said = [m.value for m in at.markdown if m.value.startswith("VRF: ")]  # each run's VRF prediction
+    assert len(tops) == 2 and len(said) == 2
+    assert ":red[✗]" in said[0] and ":green[✓]" in said[1]  # run-a wrong, run-b right
+    for top, verdict in zip(tops, said):
         probs = top[["ZS", "FT", "VRF"]].to_numpy()
         assert len(top) >= 5 and np.all((probs >= 0) & (probs <= 1))
+        # the highest VRF probability in the table is the class the run's VRF predicts (marked when right)
+        assert f"**{top['class'][0].removeprefix('✓ ')}**" in verdict
+        assert top["class"][0].startswith("✓ ") == (":green[✓]" in verdict)
         assert sum(t.startswith("✓ ") for t in top["class"]) <= 1
     texts = " ".join(m.value for m in at.markdown)
     assert "run-a" in texts and "run-b" in texts and "shift_sketch" in texts
