@@ -159,6 +159,11 @@ def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode:
     """Method and runs, the counts per split, the filters, the grid and the inspector."""
     labels = [r.label for r in runs]
     c1, c2, c3 = st.columns([2, 2, 2])
+    with st.spinner("Each run's per-sample predictions (once per bundle; a minute at ImageNet size)…",
+                    show_time=True):
+        for r in runs:
+            for m in shared:
+                run_preds(r.bundle, mode, m.name)
     available = [m for m in methods if all(m in run_preds(r.bundle, mode, shared[0].name) for r in runs)]
     method = c1.selectbox("Method", available, index=available.index("VRF") if "VRF" in available else 0,
                           key="cmp-method", help="Each run's predictions at the hyperparameters it tuned.")
