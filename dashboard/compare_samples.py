@@ -25,6 +25,11 @@ from vrf_core.weights import kth_distance, weight
 COLUMNS = 3
 PAGE_SIZE = 12
 ALL_CLASSES = "every class"
+# The inspector stays in view beside the grid while the grid scrolls.
+STICKY = """<style>
+[data-testid="stLayoutWrapper"]:has(> .st-key-cmp-inspector) {position: sticky; top: 3.75rem; z-index: 1;}
+.st-key-cmp-inspector {max-height: calc(100vh - 5rem); overflow-y: auto;}
+</style>"""
 
 
 @dataclass
@@ -186,6 +191,7 @@ def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode:
                        format_func=lambda c: c if c == ALL_CLASSES else classnames[c])
     wanted = d.a_right == a_right
     keep = np.flatnonzero(wanted if cls == ALL_CLASSES else wanted & (d.labels == cls))
+    st.html(STICKY)
     left, right = st.columns([5, 6], gap="medium")
     with left:
         grid(runs, a, b, matches[split], d, keep)
