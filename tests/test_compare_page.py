@@ -145,6 +145,9 @@ def test_three_runs(compare_bundles, monkeypatch):
     at.selectbox(key="cmp-b").set_value(2).run()
     no_exception(at)
     assert "run-a right, run-c wrong" in counts(at).columns
+    at.selectbox(key="cmp-a").set_value(2).run()  # run B's choice is no longer an option: it falls back
+    no_exception(at)
+    assert at.selectbox(key="cmp-b").value != 2 and "run-c right, run-b wrong" in counts(at).columns
 
 
 def test_one_bundle_explains_how_to_get_a_second(compare_bundles, tmp_path, monkeypatch):
@@ -155,3 +158,13 @@ def test_one_bundle_explains_how_to_get_a_second(compare_bundles, tmp_path, monk
     no_exception(at)
     assert "two or more bundles" in at.info[0].value
     assert any("python -m precompute run --config" in c.value for c in at.code)
+
+
+def test_a_broken_bundle_is_left_out_with_its_reason(compare_bundles, tmp_path, monkeypatch):
+    (tmp_path / "run-a").symlink_to(compare_bundles / "run-a", target_is_directory=True)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    at = start(tmp_path, monkeypatch)
+    assert at.multiselect(key="cmp-runs").value == ["run-a", "broken"]
+    assert "broken** left out" in at.warning[0].value and "not valid JSON" in at.warning[0].value
+    assert "Pick two or more runs" in at.info[0].value

@@ -156,7 +156,7 @@ def diff_style(value: float) -> str:
     return f"background-color: rgba({'44,160,44' if value > 0 else '214,39,40'},{alpha:.2f})"
 
 
-def results_section(runs: list[Run], cmp: ResultsComparison, roles: dict, shifts: list[str]) -> None:
+def results_section(runs: list[Run], cmp: ResultsComparison, roles: dict, shifts: list[str], mode: str) -> None:
     shown, long = results_frames(runs, cmp, roles)
     diffs = [c for c in shown.columns if c[1].startswith("Δ ")]
     styler = shown.style.format("{:.1f}", na_rep="—").format("{:+.1f}", subset=diffs, na_rep="—") \
@@ -165,8 +165,7 @@ def results_section(runs: list[Run], cmp: ResultsComparison, roles: dict, shifts
                height=ROW_PX * (len(shown) + 2) + 3)  # two header rows
     avg = f"{OOD_AVG} is the mean over the {len(shifts)} shared shift(s)" if shifts else "No shared shift"
     st.caption(f"Top-1 accuracy (%) from each bundle's stored results, every method at the hyperparameters its run "
-               f"tuned on its own {'validation split' if runs[0].hp.tuned_on != 'test' else 'ID test split'}; "
-               f"Δ: points, run minus {runs[0].label}. {avg}.")
+               f"tuned on its own {sidebar.MODES[mode]}; Δ: points, run minus {runs[0].label}. {avg}.")
     if cmp.only_in:
         st.caption("Methods not in every run (left out): " + "; ".join(
             f"{m} (only {', '.join(runs[r].label for r in rs)})" for m, rs in cmp.only_in.items()))
@@ -263,7 +262,7 @@ tables = [data.results_rows(r.bundle, ctx.mode) for r in runs]
 comparison = compare_results(tables, list(roles), shifts)
 
 st.subheader("Results side by side")
-results_section(runs, comparison, roles, shifts)
+results_section(runs, comparison, roles, shifts, ctx.mode)
 
 st.subheader("Trade-off curves overlaid")
 id_tests = [s for s, role in roles.items() if role == "id_test"]
