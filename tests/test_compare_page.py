@@ -168,3 +168,14 @@ def test_a_broken_bundle_is_left_out_with_its_reason(compare_bundles, tmp_path, 
     assert at.multiselect(key="cmp-runs").value == ["run-a", "broken"]
     assert "broken** left out" in at.warning[0].value and "not valid JSON" in at.warning[0].value
     assert "Pick two or more runs" in at.info[0].value
+
+
+def test_the_sidebar_tuning_mode_applies_to_every_run(compare_bundles, monkeypatch):
+    at = start(compare_bundles, monkeypatch)
+    at.sidebar.radio(key="mode").set_value("oracle").run()
+    no_exception(at)
+    table = results(at)
+    for run in ("run-a", "run-b"):
+        want = open_bundle(compare_bundles / run).manifest["results"]["oracle"]["rows"]["VRF"]["shift_v2"]["acc"]
+        assert table.loc["VRF", ("shift_v2 (OOD)", run)] == pytest.approx(100 * want)
+    assert any("ID test (oracle)" in c.value for c in at.caption)
