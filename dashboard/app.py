@@ -23,6 +23,7 @@ PAGES = [
     ("views/samples.py", "Samples", ":material/photo_library:"),
     ("views/embedding.py", "Embedding map", ":material/scatter_plot:"),
     ("views/per_class.py", "Per class", ":material/category:"),
+    ("views/compare.py", "Compare runs", ":material/compare_arrows:"),
 ]
 
 
