@@ -25,11 +25,11 @@ and `s.k_accuracy(params, k_values)` (len(k),); params gives the held k, rule, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vrf_core.evaluate import SplitData, VRFParams
+from vrf_core.evaluate import SplitData, VRFParams, knn_array
 from vrf_core.topm import TABLE_ARRAYS, TopMSplit, TopMTable
 from vrf_core.weights import kth_distance, weight
 
@@ -144,7 +144,7 @@ class Sensitivity:
         self.split = split
         self._intervals: dict[bool, WinIntervals] = {}
         self._offsets: dict[tuple[bool, str], tuple[np.ndarray, ...]] = {}
-        self._active_sqdist: dict[bool, np.ndarray] = {}
+        self._active_sqdist: dict[tuple, np.ndarray] = {}
         self.exact_rows = 0  # (row, cell) pairs decided by the exact path so far (for the benchmark)
 
     def _table(self, calibrated: bool) -> TopMTable | None:
@@ -192,10 +192,11 @@ class Sensitivity:
 
     def _distances(self, params: VRFParams) -> np.ndarray:
         """The active rows' k-th distances, as `TopMSplit.vrf_weights` finds them (element by element)."""
-        cal = params.calibrate
-        if cal not in self._active_sqdist:  # gathered once: a column of the whole (N, K) array is strided
-            self._active_sqdist[cal] = np.asarray(self.split.split.knn_sqdist[self.intervals(cal).active])
-        return kth_distance(self._active_sqdist[cal], params.k, params.scale)
+        key = (params.calibrate, params.neighbours, params.features)
+        if key not in self._active_sqdist:  # gathered once: a column of the whole (N, K) array is strided
+            rows = self.intervals(params.calibrate).active
+            self._active_sqdist[key] = np.asarray(knn_array(self.split.split, params)[rows])
+        return kth_distance(self._active_sqdist[key], params.k, params.scale)
 
     def grid_accuracy(self, params: VRFParams, a_values, b_values) -> np.ndarray:
         """VRF accuracy (len(b), len(a)) at every (a, b), the rest of `params` held."""
@@ -223,7 +224,5 @@ class Sensitivity:
 
     def k_accuracy(self, params: VRFParams, k_values) -> np.ndarray:
         """VRF accuracy (len(k),) at every k, the rest of `params` held."""
-        w = [weight(self._distances(VRFParams(params.a, params.b, int(k), params.rule, params.scale,
-                                              params.calibrate)), params.a, params.b, params.rule)
-             for k in k_values]
+        w = [weight(self._distances(replace(params, k=int(k))), params.a, params.b, params.rule) for k in k_values]
         return self._counts_at_weights(np.stack(w), params.calibrate) / len(self.split)
