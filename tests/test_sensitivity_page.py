@@ -124,7 +124,7 @@ def test_edge_flags_show_when_the_manifest_has_them(synthetic_bundles, tmp_path,
     assert len(lines) == 2
     assert "VRF a = 9" in lines[0] and "largest value searched" in lines[0] and "widen the a grid" in lines[0]
     assert "T_zs = 0.1" in lines[1] and "smallest" in lines[1] and "calibration" in lines[1]
-    tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name", "").startswith("tuned"))
+    tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name") == "tuned")
     assert "a at the high end of its search" in tuned_trace["text"][0]
     at.radio(key="mode").set_value("oracle").run()  # this mode has no edges
     assert not sidebar_warnings(at)
@@ -134,7 +134,7 @@ def test_no_edge_flags_without_the_key(synthetic_bundles, monkeypatch):
     assert not (open_bundle(synthetic_bundles / "synth").manifest.get("tuning_edges") or {}).get("validation")
     at = open_sensitivity(synthetic_bundles, monkeypatch)
     assert not sidebar_warnings(at)
-    tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name", "").startswith("tuned"))
+    tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name") == "tuned")
     assert not tuned_trace.get("text")
 
 

@@ -36,6 +36,7 @@ from vrf_core.weights import kth_distance, weight
 SCORE_MARGIN = 1e-6  # above float32's rounding of two mixture scores (6 * 2^-24 = 3.6e-7)
 WEIGHT_MARGIN = 2e-7  # above twice |float32(w) - w| (2^-25 = 3e-8)
 A_TOLERANCE = 1e-13  # relative float64 slack of the a-space thresholds
+NEVER_BINDS = 4.0  # a lead no line can lose (scores lie in [0, 1])
 
 
 @dataclass
@@ -71,24 +72,30 @@ def win_intervals(table: TopMTable | None, labels: np.ndarray) -> WinIntervals:
     if table is None:
         inf = np.full(n, np.inf)
         return WinIntervals(np.zeros(n, bool), np.arange(n), inf, -inf, -inf, inf)
-    p_ft, p_zs = table.p_ft.astype(np.float64), table.p_zs.astype(np.float64)
-    r_ft, r_zs = table.r_ft.astype(np.float64), table.r_zs.astype(np.float64)
     is_y = table.cand == labels[None, :]
     has_y, cols = is_y.any(axis=0), np.arange(n)
     j = is_y.argmax(axis=0)
-    # The reference line: y's own, or (y outside the tables) the bound on every class outside them.
-    ref0 = np.where(has_y, p_zs[j, cols], r_zs)
-    ref1 = np.where(has_y, p_ft[j, cols] - p_zs[j, cols], r_ft - r_zs)
-    c0 = np.where(is_y, np.inf, ref0 - p_zs)  # ref - rival, as c0 + c1 w; y's own entries never bind
-    c1 = np.where(is_y, 0.0, ref1 - (p_ft - p_zs))
+    # The reference line, at w = 0 and w = 1: y's own, or (y outside the tables) the bound on every class
+    # outside them. Then each rival's lead below it at both ends; y's own entries never bind (scores are in [0, 1]).
+    r_zs, r_ft = table.r_zs.astype(np.float64), table.r_ft.astype(np.float64)
+    ref0 = np.where(has_y, table.p_zs[j, cols], r_zs)
+    ref1 = np.where(has_y, table.p_ft[j, cols], r_ft)
+    lead0 = np.where(is_y, NEVER_BINDS, ref0 - table.p_zs)
+    lead1 = np.where(is_y, NEVER_BINDS, ref1 - table.p_ft)
+    bound0, bound1 = ref0 - r_zs, ref1 - r_ft
+    # Lines above a level at both ends are above it all along: right at every w. One rival ahead at both
+    # ends is ahead all along: wrong at every w. Only the rest needs its intervals.
+    always = has_y & (lead0.min(axis=0) > SCORE_MARGIN) & (lead1.min(axis=0) > SCORE_MARGIN) & \
+        (bound0 > SCORE_MARGIN) & (bound1 > SCORE_MARGIN)
+    rest = np.flatnonzero(~always & ~((lead0 < -SCORE_MARGIN) & (lead1 < -SCORE_MARGIN)).any(axis=0))
+    c0, c1 = lead0[:, rest], lead1[:, rest] - lead0[:, rest]
     may_lo, may_hi = _above(c0, c1, -SCORE_MARGIN)
-    with_bound = (np.vstack([c0, ref0 - r_zs]), np.vstack([c1, ref1 - (r_ft - r_zs)]))
-    sure_lo, sure_hi = _above(*with_bound, SCORE_MARGIN)
-    sure_lo[~has_y] = np.inf
-    always = (sure_lo < 0) & (sure_hi > 1)
-    never = (may_lo >= may_hi) | (may_hi < 0) | (may_lo > 1)
-    active = np.flatnonzero(~always & ~never)
-    return WinIntervals(always, active, sure_lo[active], sure_hi[active], may_lo[active], may_hi[active])
+    sure_lo, sure_hi = _above(c0, c1, SCORE_MARGIN)
+    bound_lo, bound_hi = _above(bound0[None, rest], (bound1 - bound0)[None, rest], SCORE_MARGIN)
+    sure_lo, sure_hi = np.maximum(sure_lo, bound_lo), np.minimum(sure_hi, bound_hi)
+    sure_lo[~has_y[rest]] = np.inf
+    keep = ~((may_lo >= may_hi) | (may_hi < 0) | (may_lo > 1))
+    return WinIntervals(always, rest[keep], sure_lo[keep], sure_hi[keep], may_lo[keep], may_hi[keep])
 
 
 def _tau(c: np.ndarray, rule: str) -> np.ndarray:

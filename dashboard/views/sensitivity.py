@@ -98,13 +98,17 @@ def heatmap(ctx: Context, z: np.ndarray, grid: tuple[tuple, tuple], label: str) 
     edge = {k: e for k, e in edges.vrf_edges(ctx.bundle, ctx.mode).items() if k in ("a", "b")}
     ta, tb = tuned_point(ctx, p.scale)
     note = "; ".join(f"{k} at the {e['at']} end of its search" for k, e in edge.items())
+    ring = "#D62728" if edge else "black"  # a dark ring under a white one: visible on every colour of the scale
+    fig.add_trace(go.Scatter(x=[ta], y=[np.log10(tb)], mode="markers", name=f"tuned on {ctx.hp.tuned_on}",
+                             hoverinfo="skip", marker=dict(size=30, symbol="diamond-open", color=ring,
+                                                           line=dict(width=5))))
     fig.add_trace(go.Scatter(
-        x=[ta], y=[np.log10(tb)], mode="markers+text" if edge else "markers", name=f"tuned on {ctx.hp.tuned_on}",
+        x=[ta], y=[np.log10(tb)], mode="markers+text" if edge else "markers", name="tuned", showlegend=False,
         text=[f"tuned: {note}"] if edge else None, textposition="top center",
         textfont=dict(color="#D62728", size=13), customdata=[["tuned", ta, tb, np.nan]],
         hovertemplate=f"<b>tuned on {ctx.hp.tuned_on}</b>" + (f" ({note})" if edge else "")
                       + "<br>a = %{customdata[1]:.3f}, b = %{customdata[2]:.3g} (click to restore)<extra></extra>",
-        marker=dict(size=28, symbol="diamond-open", color="#D62728" if edge else "white", line=dict(width=3))))
+        marker=dict(size=28, symbol="diamond-open", color="white", line=dict(width=2))))
     unit = distance_unit(p.scale)
     ticks = [b for i, b in enumerate(b_grid) if i % 2 == 0 or i == len(b_grid) - 1]
     style(fig, height=520, xaxis=dict(title=f"a: centre ({unit})", showgrid=False, zeroline=False),
