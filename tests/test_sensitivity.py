@@ -149,3 +149,15 @@ def test_property_equal_to_vrf_accuracy(seed, c, m, levels, rule, cal):
                                   straightforward_grid(live, params, a_values, b_values))
     np.testing.assert_array_equal(sens.k_accuracy(params, [1, 2, 3]),
                                   [live.vrf_accuracy(replace(params, k=k)) for k in (1, 2, 3)])
+
+
+def test_ablation_distances():
+    """VRF's ablations (distances to the whole ID training set, or in zero-shot features) go through the same arrays
+    `TopMSplit.vrf_weights` reads."""
+    rng = np.random.default_rng(12)
+    split = random_split(rng, n=300, c=20, k=4)
+    split.knn_sqdist_train = np.sort(rng.uniform(0, 2, size=(300, 4)), axis=1).astype(np.float32)
+    split.knn_sqdist_zs = np.sort(rng.uniform(0, 4, size=(300, 4)), axis=1).astype(np.float32)
+    live = TopMSplit.from_split_data(split, T_ZS, T_FT)
+    for neighbours, features in (("train", "ft"), ("zsf", "zs")):
+        assert_grid_exact(split, live, VRFParams(1.0, 0.3, 2, neighbours=neighbours, features=features))
