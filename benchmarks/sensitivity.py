@@ -40,21 +40,22 @@ def bench_sensitivity(path: Path, repeats: int) -> list[Row]:
     p = hp.vrf
     ks = list(range(1, bundle.k_max + 1))
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sens = [Sensitivity(s) for s in splits]
     for s in sens:
         s.intervals(p.calibrate)
     first_intervals = time.perf_counter() - t0
     t0 = time.perf_counter()
     grid = np.stack([s.grid_accuracy(p, a, b) for s in sens])
-    first_grid = time.perf_counter() - t0
+    first_grid, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     held_k = [replace(p, k=k) for k in sorted({1, 5, 10, 50, p.k} & set(ks))]  # the page after a change of k
-    warm, exact0 = [], sum(s.exact_rows for s in sens)
+    warm, warm_cpu, exact0 = [], [], sum(s.exact_rows for s in sens)
     for _ in range(repeats):
         for q in held_k:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             [s.grid_accuracy(q, a, b) for s in sens]
             warm.append(time.perf_counter() - t0)
+            warm_cpu.append(time.process_time() - c0)
     exact_pairs = (sum(s.exact_rows for s in sens) - exact0) / (repeats * len(held_k))
     cells = [replace(p, a=float(x), b=float(y)) for y in b for x in a]
     base_grid, want = _straightforward(splits, cells)
@@ -73,17 +74,20 @@ def bench_sensitivity(path: Path, repeats: int) -> list[Row]:
     sizes = "+".join(f"{len(s) / 1000:.1f}k" for s in splits)
     fast_warm, fast_k = float(np.median(warm)), float(np.median(k_times))
     first = first_intervals + first_grid
+    first_note = (f"{n} samples ({sizes}); CPU time {seconds(first_cpu)}; win intervals {seconds(first_intervals)} "
+                  f"(once per split and temperature pair, kept) + grid {seconds(first_grid)}; straightforward: the "
+                  f"loop over all {N_A * N_B} cells (none extrapolated), stored tables; accuracies equal on every "
+                  f"cell and split")
+    warm_note = (f"median of {len(warm)} grids over k in {[q.k for q in held_k]}, CPU time "
+                 f"{seconds(float(np.median(warm_cpu)))}; per grid, {exact_pairs:.1f} of the {n * N_A * N_B:,} "
+                 f"(sample, cell) pairs went through the exact path (TopMSplit.mixture_preds)")
     return [
         Row(f"sensitivity grid, first view: VRF accuracy at {N_A} x {N_B} (a, b), all {len(splits)} evaluation splits",
             seconds(first), seconds(base_grid), ratio(base_grid, first), "<= 1 s", "yes" if first <= 1 else "no",
-            f"{n} samples ({sizes}); win intervals {seconds(first_intervals)} (once per split and temperature pair, "
-            f"kept) + grid {seconds(first_grid)}; straightforward: the loop over all {N_A * N_B} cells, stored tables; "
-            f"accuracies equal on every cell and split"),
+            first_note),
         Row(f"sensitivity grid after a change of k (intervals kept): {N_A} x {N_B}, {len(splits)} splits",
             seconds(fast_warm), seconds(base_grid), ratio(base_grid, fast_warm), "<= 1 s",
-            "yes" if fast_warm <= 1 else "no",
-            f"median of {len(warm)} grids over k in {[q.k for q in held_k]}; per grid, {exact_pairs:.1f} of the "
-            f"{n * N_A * N_B:,} (sample, cell) pairs went through the exact path (TopMSplit.mixture_preds)"),
+            "yes" if fast_warm <= 1 else "no", warm_note),
         Row(f"accuracy against k: every k = 1..{bundle.k_max}, {len(splits)} splits", seconds(fast_k), seconds(base_k),
             ratio(base_k, fast_k), "report", "-", f"median of {len(k_times)}; straightforward: vrf_accuracy at each k "
                                                   "(distances cached per k); accuracies equal"),

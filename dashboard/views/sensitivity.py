@@ -149,8 +149,9 @@ def k_figure(ctx: Context, accs: dict[str, np.ndarray], choice: str, shifts: lis
     vline(fig, ctx.hp.vrf.k, f"tuned k = {ctx.hp.vrf.k}" + (f" ({edge['at']} end of its search)" if edge else ""))
     if p.k != ctx.hp.vrf.k:
         vline(fig, p.k, f"current k = {p.k}", dash="dash")
-    style(fig, height=380, xaxis=dict(title="k: the neighbour whose distance sets w"),
+    style(fig, height=400, xaxis=dict(title="k: the neighbour whose distance sets w"),
           yaxis=dict(title="VRF accuracy (%)"))
+    fig.update_layout(legend=dict(y=1.1), margin=dict(t=80))  # above the k lines' labels
     return fig
 
 
