@@ -138,6 +138,15 @@ def test_no_edge_flags_without_the_key(synthetic_bundles, monkeypatch):
     assert not tuned_trace.get("text")
 
 
+def click_and_read_a(pg, x: float, y: float) -> float:
+    """Hover (plotly picks the point under the pointer), click, wait for the rerun: the URL's a afterwards."""
+    pg.mouse.move(x, y)
+    pg.wait_for_timeout(300)
+    pg.mouse.click(x, y)
+    settle(pg)
+    return float(url_param(pg, "a"))
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing")
 def test_clicking_a_heatmap_cell_in_the_browser_moves_a(server, page):  # noqa: F811
     page.goto(f"{server}/sensitivity")
@@ -160,12 +169,7 @@ def test_clicking_a_heatmap_cell_in_the_browser_moves_a(server, page):  # noqa: 
         }
         return best;
     }""")
-    before = float(url_param(page, "a"))
-    page.mouse.move(cell["x"], cell["y"])
-    page.wait_for_timeout(300)
-    page.mouse.click(cell["x"], cell["y"])
-    settle(page)
-    after = float(url_param(page, "a"))
+    before, after = float(url_param(page, "a")), click_and_read_a(page, cell["x"], cell["y"])
     assert after != before and after == pytest.approx(cell["a"], abs=1e-3)
     assert f"{after:.3f}" in page.locator("[data-testid='stSidebar']").inner_text()
     screenshot(page, "sensitivity")
