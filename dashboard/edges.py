@@ -1,5 +1,6 @@
-"""Selections that precompute found on the edge of their search range (manifest `tuning_edges`), as
-warnings in the sidebar and marks on the Sensitivity page. Older bundles have no such key: nothing shows."""
+"""Selections that precompute found on the edge of their search range (manifest `tuning_edges`, written by
+`vrf_core.tuning_edges`), as warnings in the sidebar and marks on the Sensitivity page. Older bundles have no such
+key: nothing shows."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import streamlit as st
 
 from vrf_core.bundle import Bundle
 from vrf_core.evaluate import ROW_VRF
-
-ADVICE = {"T": "check the models' calibration (the fit stopped at the end of its bracket)",
-          "a": "widen the a grid of the tuning", "b": "widen the b grid of the tuning",
-          "k": "try k beyond the candidates (up to the bundle's k_max)"}
+from vrf_core.tuning_edges import edge_sentence
 
 
 def tuning_edges(bundle: Bundle, mode: str) -> list[dict]:
@@ -25,16 +23,7 @@ def vrf_edges(bundle: Bundle, mode: str) -> dict[str, dict]:
             if e["name"] in (f"{ROW_VRF} a", f"{ROW_VRF} b", f"{ROW_VRF} k")}
 
 
-def edge_line(edge: dict) -> str:
-    """'VRF a = 2.31 is the largest value searched (0.12–2.31): widen the a grid of the tuning.'"""
-    kind = edge["name"].rsplit(" ", 1)[-1]
-    which = "largest" if edge["at"] == "high" else "smallest"
-    advice = ADVICE.get("T" if kind.startswith("T_") else kind, "widen its search range")
-    return (f"**{edge['name']} = {edge['value']:.4g}** is the {which} value searched "
-            f"({edge['low']:.4g}–{edge['high']:.4g}): {advice}.")
-
-
 def show(bundle: Bundle, mode: str) -> None:
     """One sidebar warning per selection at an edge of its range."""
     for edge in tuning_edges(bundle, mode):
-        st.sidebar.warning(edge_line(edge), icon=":material/border_outer:")
+        st.sidebar.warning(edge_sentence(edge), icon=":material/border_outer:")

@@ -105,11 +105,14 @@ def test_binary_rule_and_other_views(synthetic_bundles, monkeypatch):
     assert (z == z[:1]).all()  # b plays no part under the binary rule
 
 
-def edged_copy(src: Path, root: Path) -> Path:
+def copy_with_edges(src: Path, root: Path, edges: dict | None) -> Path:
+    """A copy of the bundle whose manifest has `edges` as its tuning_edges (None: no such key, an older bundle)."""
     root.mkdir()
     shutil.copytree(src, root / "synth")
     manifest = json.loads((root / "synth" / "manifest.json").read_text())
-    manifest["tuning_edges"] = {"validation": EDGES, "oracle": []}
+    manifest.pop("tuning_edges", None)
+    if edges is not None:
+        manifest["tuning_edges"] = edges
     (root / "synth" / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -119,20 +122,20 @@ def sidebar_warnings(at: AppTest) -> list[str]:
 
 
 def test_edge_flags_show_when_the_manifest_has_them(synthetic_bundles, tmp_path, monkeypatch):
-    at = open_sensitivity(edged_copy(synthetic_bundles / "synth", tmp_path / "bundles"), monkeypatch)
+    edges = {"validation": EDGES, "oracle": []}
+    at = open_sensitivity(copy_with_edges(synthetic_bundles / "synth", tmp_path / "bundles", edges), monkeypatch)
     lines = sidebar_warnings(at)
     assert len(lines) == 2
-    assert "VRF a = 9" in lines[0] and "largest value searched" in lines[0] and "widen the a grid" in lines[0]
-    assert "T_zs = 0.1" in lines[1] and "smallest" in lines[1] and "calibration" in lines[1]
+    assert "VRF a = 9 is the largest value searched (0.5–9)" in lines[0] and "widen it" in lines[0]
+    assert "T_zs = 0.1 is the smallest value searched (0.1–10)" in lines[1] and "calibration" in lines[1]
     tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name") == "tuned")
     assert "a at the high end of its search" in tuned_trace["text"][0]
     at.radio(key="mode").set_value("oracle").run()  # this mode has no edges
     assert not sidebar_warnings(at)
 
 
-def test_no_edge_flags_without_the_key(synthetic_bundles, monkeypatch):
-    assert not (open_bundle(synthetic_bundles / "synth").manifest.get("tuning_edges") or {}).get("validation")
-    at = open_sensitivity(synthetic_bundles, monkeypatch)
+def test_no_edge_flags_without_the_key(synthetic_bundles, tmp_path, monkeypatch):
+    at = open_sensitivity(copy_with_edges(synthetic_bundles / "synth", tmp_path / "bundles", None), monkeypatch)
     assert not sidebar_warnings(at)
     tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name") == "tuned")
     assert not tuned_trace.get("text")
