@@ -24,6 +24,8 @@ def vrf_edges(bundle: Bundle, mode: str) -> dict[str, dict]:
 
 
 def show(bundle: Bundle, mode: str) -> None:
-    """One sidebar warning per selection at an edge of its range."""
-    for edge in tuning_edges(bundle, mode):
-        st.sidebar.warning(edge_sentence(edge), icon=":material/border_outer:")
+    """One sidebar warning listing every selection at an edge of its range (none: nothing drawn)."""
+    found = tuning_edges(bundle, mode)
+    if found:
+        st.sidebar.warning("**At the edge of its search range**\n\n" +
+                           "\n".join(f"- {edge_sentence(e)}" for e in found), icon=":material/border_outer:")

@@ -124,12 +124,13 @@ def sidebar_warnings(at: AppTest) -> list[str]:
 def test_edge_flags_show_when_the_manifest_has_them(synthetic_bundles, tmp_path, monkeypatch):
     edges = {"validation": EDGES, "oracle": []}
     at = open_sensitivity(copy_with_edges(synthetic_bundles / "synth", tmp_path / "bundles", edges), monkeypatch)
-    lines = sidebar_warnings(at)
+    [box] = sidebar_warnings(at)
+    lines = box.split("\n- ")[1:]
     assert len(lines) == 2
     assert "VRF a = 9 is the largest value searched (0.5–9)" in lines[0] and "widen it" in lines[0]
     assert "T_zs = 0.1 is the smallest value searched (0.1–10)" in lines[1] and "calibration" in lines[1]
-    tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name") == "tuned")
-    assert "a at the high end of its search" in tuned_trace["text"][0]
+    [note] = [n["text"] for n in chart_spec(at, "se-heat")["layout"].get("annotations", []) if n.get("name") == "edge"]
+    assert "a at the high end of its search" in note
     at.radio(key="mode").set_value("oracle").run()  # this mode has no edges
     assert not sidebar_warnings(at)
 
@@ -137,8 +138,7 @@ def test_edge_flags_show_when_the_manifest_has_them(synthetic_bundles, tmp_path,
 def test_no_edge_flags_without_the_key(synthetic_bundles, tmp_path, monkeypatch):
     at = open_sensitivity(copy_with_edges(synthetic_bundles / "synth", tmp_path / "bundles", None), monkeypatch)
     assert not sidebar_warnings(at)
-    tuned_trace = next(t for t in chart_spec(at, "se-heat")["data"] if t.get("name") == "tuned")
-    assert not tuned_trace.get("text")
+    assert not [n for n in chart_spec(at, "se-heat")["layout"].get("annotations", []) if n.get("name") == "edge"]
 
 
 def click_and_read_a(pg, x: float, y: float) -> float:

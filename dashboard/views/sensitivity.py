@@ -103,12 +103,14 @@ def heatmap(ctx: Context, z: np.ndarray, grid: tuple[tuple, tuple], label: str) 
                              hoverinfo="skip", marker=dict(size=30, symbol="diamond-open", color=ring,
                                                            line=dict(width=5))))
     fig.add_trace(go.Scatter(
-        x=[ta], y=[np.log10(tb)], mode="markers+text" if edge else "markers", name="tuned", showlegend=False,
-        text=[f"tuned: {note}"] if edge else None, textposition="top center",
-        textfont=dict(color="#D62728", size=13), customdata=[["tuned", ta, tb, np.nan]],
+        x=[ta], y=[np.log10(tb)], mode="markers", name="tuned", showlegend=False,
+        customdata=[["tuned", ta, tb, np.nan]],
         hovertemplate=f"<b>tuned on {ctx.hp.tuned_on}</b>" + (f" ({note})" if edge else "")
                       + "<br>a = %{customdata[1]:.3f}, b = %{customdata[2]:.3g} (click to restore)<extra></extra>",
         marker=dict(size=28, symbol="diamond-open", color="white", line=dict(width=2))))
+    if edge:
+        fig.add_annotation(x=ta, y=np.log10(tb), text=f"tuned: {note}", name="edge", showarrow=True, arrowcolor=ring,
+                           ay=-36, bgcolor="white", bordercolor=ring, font=dict(color=ring, size=13))
     unit = distance_unit(p.scale)
     ticks = [b for i, b in enumerate(b_grid) if i % 2 == 0 or i == len(b_grid) - 1]
     style(fig, height=520, xaxis=dict(title=f"a: centre ({unit})", showgrid=False, zeroline=False),
