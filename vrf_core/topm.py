@@ -14,7 +14,9 @@ predictions equal `mixture_preds` on every sample (tests/test_topm.py).
 
 Usage: `split = TopMSplit.from_split_data(split_data, t_zs, t_ft)`, then
 `split.vrf_accuracy(params)`, `split.vrf_preds(params)`, `split.ose_accuracy(alpha, calibrated)`,
-`split.mixture_preds(w, calibrated)` and `split.model_preds("zs" | "ft")`; `ose_curve` and
+`split.mixture_preds(w, calibrated)`, `split.model_preds("zs" | "ft")` and `split.entropies()` (each
+model's softmax entropy, DaWin's input, kept with the tables since they are built in the same pass
+over the logits); `ose_curve` and
 `vrf_curve` sweep several splits at once. Building a temperature pair's tables (on first use)
 costs one pass over both models' logits; docs/benchmarks.md has the figures.
 """
