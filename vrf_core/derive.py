@@ -6,8 +6,9 @@ distances, routing scores) and the WSE predictions, and returns:
 - the hyperparameters of each tuning mode ("validation": tuned on the `id_val` split;
   "oracle": on `id_test`), chosen by `vrf_core.tuning`;
 - per split, each model's predictions and the top-m tables (`vrf_core.topm`) for T = 1
-  and each mode's calibrated temperatures: with them a reader decides any mixture's
-  argmax exactly without the N x C logits;
+  and each mode's calibrated temperatures, with each model's entropy there: with them a
+  reader decides any mixture's argmax (VRF, its ablations, DaWin) exactly without the
+  N x C logits;
 - per mode, the results table (every method, accuracy and bootstrap interval per split),
   the per-sample ceiling (not a row: `results[mode]["ceiling"]`), and the trade-off
   curves (OSE, logit ensemble, each calibrated and not, and WSE: accuracy at every alpha
