@@ -43,17 +43,21 @@ def decoded(values) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
-def click_cell(at: AppTest, customdata: list) -> AppTest:
-    """Runs the app as the browser does after a click selects one point of the heatmap's cell markers: AppTest
-    has no element class for charts, so the chart's selection goes in as its widget state."""
-    chart = next(e for e in at.get("plotly_chart") if e.key == "se-heat")
+def select_point(at: AppTest, key: str, point: dict) -> AppTest:
+    """Runs the app as the browser does after a click selects one point of a chart: AppTest has no element class
+    for charts, so the chart's selection goes in as its widget state."""
+    chart = next(e for e in at.get("plotly_chart") if e.key == key)
     states = at._tree.get_widget_states()
     state = states.widgets.add()
     state.id = chart.proto.id
     state.string_value = json.dumps({"selection": {"points": [{"curve_number": 1, "point_number": 0,
-                                                               "point_index": 0, "customdata": customdata}],
+                                                               "point_index": 0, **point}],
                                                    "point_indices": [0], "box": [], "lasso": []}})
     return at._run(states)
+
+
+def click_cell(at: AppTest, customdata: list) -> AppTest:
+    return select_point(at, "se-heat", {"customdata": customdata})
 
 
 def test_page_runs_and_its_heatmap_equals_vrf_accuracy_cell_by_cell(synthetic_bundles, monkeypatch):
@@ -93,6 +97,14 @@ def test_a_click_on_a_cell_adopts_its_a_and_b(synthetic_bundles, monkeypatch):
     assert at.query_params["a"] == f"{pick[1]:.4g}"
     at = click_cell(at, ["tuned", 0.0, 0.0, 0.0])  # the tuned marker restores every tuned value
     assert current_params(at) == tuned(synthetic_bundles).vrf
+
+
+def test_a_click_on_the_k_chart_adopts_its_k(synthetic_bundles, monkeypatch):
+    at = open_sensitivity(synthetic_bundles, monkeypatch)
+    before = current_params(at)
+    at = select_point(at, "se-k", {"x": 7, "y": 50.0})
+    no_exception(at)
+    assert current_params(at) == replace(before, k=7)
 
 
 def test_binary_rule_and_other_views(synthetic_bundles, monkeypatch):

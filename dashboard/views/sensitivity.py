@@ -134,6 +134,14 @@ def adopt_cell(ctx: Context) -> None:
         st.session_state["se-msg"] = f"Restored the values tuned on {ctx.hp.tuned_on}."
 
 
+def adopt_k(ctx: Context) -> None:
+    """A click on the k chart adopts that k."""
+    points = st.session_state["se-k"]["selection"]["points"]
+    if points:
+        sidebar.set_controls(ctx, k=int(points[0]["x"]))
+        st.session_state["se-msg"] = f"Adopted k = {int(points[0]['x'])}."
+
+
 def k_figure(ctx: Context, accs: dict[str, np.ndarray], choice: str, shifts: list[str]) -> go.Figure:
     """Accuracy against k: ID test and the chosen OOD view (and ID validation when that is the heatmap's)."""
     ks, fig, p = k_values(ctx), go.Figure(), ctx.params
@@ -145,14 +153,16 @@ def k_figure(ctx: Context, accs: dict[str, np.ndarray], choice: str, shifts: lis
         lines.append((choice_label(ctx, ood, len(shifts)), shown(accs, ood, shifts),
                       ctx.colors.get(ood, OOD_AVG_COLOR)))
     for name, acc, color in lines:
-        fig.add_trace(go.Scatter(x=ks, y=100 * acc, name=name, mode="lines", line=dict(color=color, width=2.5),
+        fig.add_trace(go.Scatter(x=ks, y=100 * acc, name=name, mode="lines+markers", marker=dict(size=4),
+                                 line=dict(color=color, width=2.5), selected=dict(marker=dict(opacity=1)),
+                                 unselected=dict(marker=dict(opacity=1)),
                                  hovertemplate=f"{name}, k = %{{x}}: %{{y:.2f}}%<extra></extra>"))
     edge = edges.vrf_edges(ctx.bundle, ctx.mode).get("k")
     vline(fig, ctx.hp.vrf.k, f"tuned k = {ctx.hp.vrf.k}" + (f" ({edge['at']} end of its search)" if edge else ""))
     if p.k != ctx.hp.vrf.k:
         vline(fig, p.k, f"current k = {p.k}", dash="dash")
     style(fig, height=400, xaxis=dict(title="k: the neighbour whose distance sets w"),
-          yaxis=dict(title="VRF accuracy (%)"))
+          yaxis=dict(title="VRF accuracy (%)"), clickmode="event+select")
     fig.update_layout(legend=dict(y=1.1), margin=dict(t=80))  # above the k lines' labels
     return fig
 
@@ -183,8 +193,10 @@ if msg := st.session_state.pop("se-msg", None):
 st.subheader("Accuracy against k")
 k_accs, k_s = accuracy_by_k(ctx, p)
 st.caption(f"VRF accuracy at every k from 1 to {ctx.bundle.k_max} (the stored neighbours), a = {p.a:.3f}, "
-           f"b = {p.b:.3g}, the {p.rule} rule, {scale_label(p.scale)} and calibration held at the sidebar's values.")
-show_figure(k_figure(ctx, k_accs, choice, shifts), "se-k", f"{ctx.bundle.name}-sensitivity-k")
+           f"b = {p.b:.3g}, the {p.rule} rule, {scale_label(p.scale)} and calibration held at the sidebar's values. "
+           "**Click a point to adopt its k.**")
+show_figure(k_figure(ctx, k_accs, choice, shifts), "se-k", f"{ctx.bundle.name}-sensitivity-k",
+            on_select=lambda: adopt_k(ctx), selection_mode="points")
 n = sum(len(data.topm_split(ctx.bundle, ctx.mode, s)) for s in data.eval_splits(ctx.bundle))
 st.caption(f":material/timer: exact from the top-m tables over {n:,} evaluation samples: the grid "
            f"({N_A * N_B} cells) took {1000 * grid_s:.0f} ms, the k curve ({len(k_values(ctx))} values) "
