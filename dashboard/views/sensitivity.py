@@ -39,6 +39,7 @@ def sensitivity(ctx: Context, split: str) -> Sensitivity:
 
 
 def timed(make):
+    """`make` returning (its value, the seconds it took): a memo keeps both."""
     def run():
         start = time.perf_counter()
         return make(), time.perf_counter() - start
@@ -172,6 +173,8 @@ page_start = time.perf_counter()
 st.title("Sensitivity to a, b and k")
 tests, shifts = ctx.bundle.split_names("id_val", "id_test"), ctx.bundle.split_names("ood")
 choices = tests + ([OOD_AVG] if shifts else []) + shifts
+if st.session_state.get("se-show") not in choices:  # a split of the bundle shown before
+    st.session_state.pop("se-show", None)
 choice = st.selectbox("The heatmap shows VRF accuracy on", choices, key="se-show", persist_state="session",
                       index=choices.index(OOD_AVG) if shifts else 0,
                       format_func=lambda c: choice_label(ctx, c, len(shifts)))
