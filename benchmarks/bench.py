@@ -9,6 +9,8 @@ printed as one markdown table (results and the machine: docs/benchmarks.md):
 - live:    the six test sets' VRF accuracy after a change of a, b, k, rule or calibration, and
            the trade-off curves: vrf_core.topm vs full N x C mixtures (benchmarks/live.py)
 - knn:     exact kNN to the ZSF set, vrf_core.knn vs a flat faiss index, and IVF (benchmarks/knn.py)
+- sensitivity: the Sensitivity page's (a, b) grid and k curve, vrf_core.sensitivity vs a loop of
+           TopMSplit.vrf_accuracy over the cells (benchmarks/sensitivity.py)
 - cold:    dashboard cold start on the library path, in fresh processes (benchmarks/cold.py)
 - extract: one decode for both models vs a pass per model, and torchrun (benchmarks/extract.py)
 
@@ -30,10 +32,11 @@ from benchmarks.extract import bench_extract
 from benchmarks.knn import bench_knn
 from benchmarks.live import bench_live
 from benchmarks.measure import Row, load, machine, seconds, table
+from benchmarks.sensitivity import bench_sensitivity
 from benchmarks.workload import SCALES, ensure_workload
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("derive", "live", "knn", "cold", "extract")
+FIGURES = ("derive", "live", "sensitivity", "knn", "cold", "extract")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_derive(path) + bench_size(path)
     if "live" in args.only:
         rows += bench_live(path, args.repeats, args.m)
+    if "sensitivity" in args.only:  # reads a workload bundle as it is (e.g. one opened read-only)
+        if not (path / "manifest.json").exists():
+            ensure_workload(path, scale)
+        rows += bench_sensitivity(path, args.repeats)
     if "knn" in args.only:
         rows += bench_knn(path, scale.knn_queries, args.repeats)
     if "cold" in args.only:

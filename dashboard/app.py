@@ -19,6 +19,7 @@ from vrf_core.bundle import BundleError  # noqa: E402
 PAGES = [
     ("views/overview.py", "Overview", ":material/dashboard:"),
     ("views/tradeoff.py", "Trade-off", ":material/show_chart:"),
+    ("views/sensitivity.py", "Sensitivity", ":material/grid_on:"),
     ("views/distances.py", "Distances", ":material/straighten:"),
     ("views/samples.py", "Samples", ":material/photo_library:"),
     ("views/embedding.py", "Embedding map", ":material/scatter_plot:"),

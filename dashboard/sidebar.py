@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, edges
 from dashboard.theme import dataset_colors, distance_unit, scale_label
 from vrf_core.analysis import convert_scale
 from vrf_core.bundle import Bundle, BundleError, find_bundles
@@ -212,6 +212,7 @@ def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
     t = hp.vrf
     side.caption(f"Tuned on **{hp.tuned_on}**: a = {t.a:.3f}, b = {t.b:.3f}, k = {t.k}, {t.rule}, "
                  f"{scale_label(t.scale)}" + ("" if params == t else " · *controls changed*"))
+    edges.show(bundle, mode)
     side.button("Reset to validation-tuned", key="reset", on_click=_reset_to_validation, args=(bundle,),
                 icon=":material/restart_alt:", width="stretch")
     return mode, params

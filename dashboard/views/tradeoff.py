@@ -160,7 +160,8 @@ def tradeoff_figure(ctx: Context, opts: ChartOptions) -> tuple[go.Figure, pd.Dat
     """OSE and WSE over alpha, VRF over a (or b), the models and routing baselines, VRF at the tuned and
     the current controls; and the values behind the curves (accuracies in %)."""
     hp, p, plot = ctx.hp, ctx.params, TradeoffPlot(opts)
-    tuned_alphas = {"OSE": hp.ose_alpha, "OSE (calibrated)": hp.ose_cal_alpha, "WSE": hp.wse_alpha}
+    tuned_alphas = {"OSE": hp.ose_alpha, "OSE (calibrated)": hp.ose_cal_alpha, "WSE": hp.wse_alpha,
+                    "logit ensemble": hp.logit_alpha, "logit ensemble (calibrated)": hp.logit_cal_alpha}
     for method, accs in data.stored_curves(ctx.bundle, ctx.mode).items():
         alphas = ctx.bundle.wse_alphas if method == "WSE" else ctx.bundle.ose_alphas
         plot.curve(method, "α", alphas, accs, tuned_alphas[method], hp.tuned_on,
