@@ -236,6 +236,8 @@ def test_a_real_run_stores_both_arrays_equal_to_a_brute_force_search(tiny_run):
                            {s: cached(out, s, "zs", "features_zs") for s in splits})
     for split in splits:  # the bundle's zero-shot features are the extracted ones
         np.testing.assert_array_equal(bundle.array(split, "features_zs"), cached(out, split, "zs", "features_zs"))
+        # the ZSF set is part of the training set, searched whole here: its neighbours are never nearer
+        assert (bundle.array(split, "knn_sqdist_train") <= bundle.array(split, "knn_sqdist") + 1e-6).all()
 
 
 def test_a_rerun_reuses_the_stages_and_a_changed_training_set_recomputes_them(tiny_run):
