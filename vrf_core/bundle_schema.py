@@ -30,8 +30,8 @@ ARRAYS = {
     "logits_ft": ("float32", ("n", "C")),
     "knn_sqdist": ("float32", ("n", "K")),
     "knn_index": ("int32", ("n", "K")),
-    "knn_sqdist_train": ("float32", ("n", "K")),
-    "knn_sqdist_zs": ("float32", ("n", "K")),
+    "knn_sqdist_train": ("float32", ("n", "K")),  # optional (VRF's ablations): to the whole ID training set
+    "knn_sqdist_zs": ("float32", ("n", "K")),  # optional: to the ZSF set, in zero-shot features
     "preds_zs": ("int64", ("n",)),
     "preds_ft": ("int64", ("n",)),
     "preds_wse": ("int32", ("A", "n")),
