@@ -4,6 +4,7 @@ the bundle's stored arrays and stored hyperparameters; tuning of the logit alpha
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,20 @@ def test_a_bundle_written_before_the_rivals_still_reports(synthetic_bundles, tmp
     assert any("topm_h_zs.npy: recomputed but not stored" in d for d in diffs)
     # Nothing that was stored before differs.
     assert not [d for d in diffs if "stored values differ" in d or ": stored " in d]
+
+
+@pytest.mark.parametrize("page", ["views/overview.py", "views/tradeoff.py", "views/samples.py", "views/per_class.py"])
+def test_a_bundle_written_before_the_rivals_shows_in_the_dashboard(synthetic_bundles, tmp_path_factory, monkeypatch,
+                                                                   page):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path_factory.getbasetemp() / "old-bundles"
+    if not (root / "old").exists():
+        root.mkdir(exist_ok=True)
+        _strip_rivals(synthetic_bundles / "synth", root / "old")
+    monkeypatch.setenv("VRF_BUNDLES", str(root))
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=90).run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title
