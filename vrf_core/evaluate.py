@@ -167,10 +167,14 @@ def vrf_preds(split: SplitData, params: VRFParams, t: tuple[float, float]) -> np
 
 
 def routing_scores(split: SplitData, name: str, t_ft: float = 1.0) -> np.ndarray:
-    if name == "msp":
-        return msp_score(np.asarray(split.logits_ft) / t_ft)
-    if name == "energy":
-        return energy_score(np.asarray(split.logits_ft), t_ft)
+    """A routing baseline's ID score (N,); the logit-based ones are kept in the split's cache (a full
+    pass over the logits each: the dashboard asks on every redraw)."""
+    if name in ("msp", "energy"):
+        key = ("route", name, round(float(t_ft), 8))
+        if key not in split._cache:
+            logits = np.asarray(split.logits_ft)
+            split._cache[key] = msp_score(logits / t_ft) if name == "msp" else energy_score(logits, t_ft)
+        return split._cache[key]
     if name in split.ood_scores:
         return np.asarray(split.ood_scores[name], dtype=np.float64)
     raise KeyError(f"split {split.name} has no {name!r} score")
