@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 from pandas.io.formats.style import Styler
 
-from dashboard import data, sidebar
+from dashboard import data, rivals, sidebar
 from dashboard.export import show_table
 from dashboard.sidebar import Context
-from dashboard.theme import method_color
+from dashboard.theme import CEILING_COLOR, method_color
 from vrf_core.evaluate import OOD_AVG
 from vrf_core.metrics import bootstrap_ci
 
@@ -85,6 +85,17 @@ def results_table(ctx: Context, table: dict, with_ci: bool) -> tuple[Styler, pd.
     return text.style.apply(lambda _: highlight(shown), axis=None), long
 
 
+def ceiling_line(ctx: Context) -> None:
+    """The per-sample ceiling under the table: a reference, not a method (never ranked or highlighted)."""
+    ceiling = data.ceiling(ctx.bundle, ctx.mode)
+    cells = " · ".join(f"{s} **{pct(ceiling[s])}**" for s in data.test_splits(ctx.bundle) + [OOD_AVG] if s in ceiling)
+    if cells:
+        st.markdown(f"<span style='color:{CEILING_COLOR}'>┄ Per-sample ceiling, {rivals.CEILING}: {cells}</span>",
+                    unsafe_allow_html=True,
+                    help="The fraction of samples at least one of the two models gets right: what a perfect "
+                         "per-sample choice between them would reach. A reference, not a method: not ranked.")
+
+
 def tuned_table(ctx: Context) -> pd.DataFrame:
     """Every tuned hyperparameter per tuning mode, beside the sidebar's current VRF values."""
     hps = {mode: data.hyperparameters(ctx.bundle, mode) for mode in sidebar.MODES
@@ -99,6 +110,7 @@ def tuned_table(ctx: Context) -> pd.DataFrame:
         rows[f"VRF {name}"] = {m: fmt(getattr(h.vrf, name)) for m, h in hps.items()}
     for name in sorted({n for h in hps.values() for n in h.routing_thresholds}):
         rows[f"threshold {name}"] = {m: fmt(h.routing_thresholds.get(name)) for m, h in hps.items()}
+    rows.update(rivals.tuned_rows(hps, fmt))
     tuned = pd.DataFrame(rows).T
     tuned.columns = [sidebar.MODES[m] for m in tuned.columns]
     tuned["current controls"] = ""
@@ -130,7 +142,7 @@ def bundle_section(ctx: Context) -> None:
 
 
 ctx = sidebar.context()
-table = results(ctx)
+table = rivals.ordered(results(ctx))
 st.title(f"{ctx.bundle.name}")
 st.caption(f"Bundle `{ctx.bundle.path}` · created {ctx.bundle.manifest.get('created', '?')} · "
            f"hyperparameters tuned on **{ctx.hp.tuned_on}** ({sidebar.MODES[ctx.mode]})")
@@ -145,6 +157,7 @@ with_ci = st.toggle("Show the 95% intervals", value=True, key="ov-ci", persist_s
 styler, long = results_table(ctx, table, with_ci)
 show_table(styler, "results", f"{ctx.bundle.name}-results", csv=long, width="stretch",
            column_config={"_index": st.column_config.Column(width="medium")})
+ceiling_line(ctx)
 st.caption("Bold: best in the column. `route: …` rows route each sample wholly to one model with an OOD score "
            "at the threshold that keeps 95% of the validation split.")
 

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import data, sidebar
+from dashboard import data, rivals, sidebar
 from dashboard.export import show_figure, show_table
 from dashboard.sidebar import Context
 from dashboard.theme import OOD_AVG_COLOR, accuracy_axis, distance_unit, logit_ticks, method_color, style, vline
@@ -160,16 +160,18 @@ def tradeoff_figure(ctx: Context, opts: ChartOptions) -> tuple[go.Figure, pd.Dat
     """OSE and WSE over alpha, VRF over a (or b), the models and routing baselines, VRF at the tuned and
     the current controls; and the values behind the curves (accuracies in %)."""
     hp, p, plot = ctx.hp, ctx.params, TradeoffPlot(opts)
-    tuned_alphas = {"OSE": hp.ose_alpha, "OSE (calibrated)": hp.ose_cal_alpha, "WSE": hp.wse_alpha}
+    tuned_alphas = {"OSE": hp.ose_alpha, "OSE (calibrated)": hp.ose_cal_alpha, "WSE": hp.wse_alpha,
+                    **rivals.tuned_alphas(hp)}
     for method, accs in data.stored_curves(ctx.bundle, ctx.mode).items():
         alphas = ctx.bundle.wse_alphas if method == "WSE" else ctx.bundle.ose_alphas
-        plot.curve(method, "α", alphas, accs, tuned_alphas[method], hp.tuned_on,
-                   dash="dot" if method == "OSE" else None)
+        plot.curve(method, "α", alphas, accs, tuned_alphas.get(method), hp.tuned_on,
+                   dash=rivals.CURVE_DASH.get(method))
     plot.curve("VRF", opts.over, *vrf_sweep(ctx, p, opts.over), kind=opts.over, width=3)
     rows = data.results_rows(ctx.bundle, ctx.mode)
     for method in ["zero-shot", "fine-tuned"] + ([m for m in rows if m.startswith("route:")] if opts.show_routing
                                                  else []):
         plot.model(method, rows[method][opts.id_name]["acc"], rows[method][opts.y_axis]["acc"])
+    rivals.points(plot, rows, hp.tuned_on)
     if p != hp.vrf:
         ti, to = plot.vrf_at(data.live_view(ctx.bundle, ctx.mode, hp.vrf))
         plot.points("VRF tuned", [ti], [to], [["tuned", 0.0, "VRF tuned", 100 * ti, 100 * to]],
@@ -182,6 +184,7 @@ def tradeoff_figure(ctx: Context, opts: ChartOptions) -> tuple[go.Figure, pd.Dat
                                             line=dict(width=1.5, color="black")))
     plot.anchors.append(ci)
     x_axis, y_axis = plot.axes()
+    rivals.ceiling_lines(plot, data.ceiling(ctx.bundle, ctx.mode), x_axis, y_axis)
     ood_words = f"average of {len(opts.shifts)} shifts" if opts.y_axis == OOD_AVG else opts.y_axis
     style(plot.fig, height=560, xaxis=dict(title=f"ID accuracy, {opts.id_name} (%)", **x_axis),
           yaxis=dict(title=f"OOD accuracy, {ood_words} (%)", **y_axis), clickmode="event+select", dragmode="zoom")
