@@ -6,11 +6,15 @@ JSON output (`--json`):
   bundle           path of the bundle
   mode             "validation" (hyperparameters tuned on the id_val split) or "oracle" (tuned on id_test)
   tuned_on         the split the hyperparameters were chosen on
-  hyperparameters  t_zs, t_ft, wse_alpha, ose_alpha, ose_cal_alpha, vrf {a, b, k, rule, scale, calibrate},
-                   routing_thresholds {score: threshold}
+  hyperparameters  t_zs, t_ft, wse_alpha, ose_alpha, ose_cal_alpha, logit_alpha, logit_cal_alpha,
+                   vrf {a, b, k, rule, scale, calibrate, neighbours, features}, ablations {"train" |
+                   "zs_features": like vrf}, routing_thresholds {score: threshold} (bundles written before
+                   the rivals lack the logit alphas and ablations)
   columns          split names in table order (id_val, id_test, ood...), then "OOD avg"
   rows             {method: {column: {"acc": float, "lo": float, "hi": float}}}; accuracies in [0, 1],
                    lo/hi the 95% bootstrap interval (absent for "OOD avg")
+  ceiling          {column: acc}: the fraction where at least one of the two models is right (a
+                   reference, not a method; absent in older bundles)
   recomputed       with --recompute: {"agrees": bool, "differences": [sentence, ...]}
 """
 
@@ -21,6 +25,7 @@ import time
 
 from vrf_core.bundle import Bundle, BundleError
 from vrf_core.bundle_adapter import compare, rederive
+from vrf_core.evaluate import CEILING
 
 
 def report(bundle: Bundle, mode: str = "validation") -> dict:
@@ -29,8 +34,18 @@ def report(bundle: Bundle, mode: str = "validation") -> dict:
     if hp is None or results is None:
         raise BundleError(f"{bundle.path}: the bundle stores no '{mode}' results "
                           f"(available: {sorted(bundle.manifest['results'])})")
-    return {"bundle": str(bundle.path), "mode": mode, "tuned_on": hp["tuned_on"], "hyperparameters": hp,
-            "columns": results["columns"], "rows": results["rows"]}
+    rep = {"bundle": str(bundle.path), "mode": mode, "tuned_on": hp["tuned_on"], "hyperparameters": hp,
+           "columns": results["columns"], "rows": results["rows"]}
+    if CEILING in results:
+        rep[CEILING] = results[CEILING]
+    return rep
+
+
+def _vrf_text(v: dict) -> str:
+    return (f"a={v['a']:.4f} b={v['b']:.4f} k={v['k']} rule={v['rule']} distance={v['scale']} "
+            f"calibrated={v['calibrate']}" + (f" neighbours={v['neighbours']} features={v['features']}"
+                                              if v.get("neighbours", "zsf") != "zsf" or v.get("features", "ft") != "ft"
+                                              else ""))
 
 
 def format_table(rep: dict) -> str:
@@ -41,12 +56,15 @@ def format_table(rep: dict) -> str:
     for method, row in rep["rows"].items():
         lines.append(method.ljust(width) + "".join(
             (f"{100 * row[c]['acc']:.1f}" if c in row else "-").rjust(11) for c in cols))
+    if CEILING in rep:
+        lines.append(f"({'ceiling: one model right'.ljust(width - 1)}" + "".join(
+            (f"{100 * rep[CEILING][c]:.1f}" if c in rep[CEILING] else "-").rjust(11) for c in cols) + ")")
     s = rep["hyperparameters"]
-    v = s["vrf"]
     lines += ["", "chosen: "
               f"T_zs={s['t_zs']:.3f} T_ft={s['t_ft']:.3f} WSE alpha={s['wse_alpha']} OSE alpha={s['ose_alpha']} "
-              f"OSE(cal) alpha={s['ose_cal_alpha']} VRF a={v['a']:.4f} b={v['b']:.4f} k={v['k']} rule={v['rule']} "
-              f"distance={v['scale']} calibrated={v['calibrate']}"]
+              f"OSE(cal) alpha={s['ose_cal_alpha']} logit alpha={s.get('logit_alpha')} "
+              f"logit(cal) alpha={s.get('logit_cal_alpha')} VRF {_vrf_text(s['vrf'])}"]
+    lines += [f"        VRF ablation {key}: {_vrf_text(v)}" for key, v in (s.get("ablations") or {}).items()]
     return "\n".join(lines)
 
 

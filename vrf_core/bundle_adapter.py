@@ -19,7 +19,7 @@ from vrf_core.derive import Derived, DeriveSpec, derive, topm_tables
 from vrf_core.evaluate import Hyperparameters, SplitData
 from vrf_core.projection import ProjectedRows, project_logits
 from vrf_core.routing import SCORES
-from vrf_core.topm import TopMSplit, TopMTable
+from vrf_core.topm import ENTROPY_ARRAYS, TABLE_ARRAYS, TopMSplit, TopMTable
 from vrf_core.tuning import TuningSpec, default_k_values
 
 FEATURE_SCORES = tuple(s for s in SCORES if s not in ("msp", "energy"))  # stored as score_<name>
@@ -41,11 +41,15 @@ def eval_split(bundle: Bundle, split: str, lazy: bool = True) -> SplitData:
             return raw if proj is None else ProjectedRows(raw, proj)
         return project_logits(np.asarray(raw, dtype=np.float32), proj)
 
+    def optional(name: str) -> np.ndarray | None:
+        return np.asarray(bundle.array(split, name), dtype=np.float32) if bundle.has(split, name) else None
+
     scores = {n: np.asarray(bundle.array(split, f"score_{n}")) for n in FEATURE_SCORES
               if bundle.has(split, f"score_{n}")}
     return SplitData(name=split, role=bundle.splits[split]["role"], labels=np.asarray(bundle.array(split, "labels")),
                      logits_zs=logits("logits_zs"), logits_ft=logits("logits_ft"),
-                     knn_sqdist=np.asarray(bundle.array(split, "knn_sqdist"), dtype=np.float32), ood_scores=scores)
+                     knn_sqdist=optional("knn_sqdist"), ood_scores=scores,
+                     knn_sqdist_train=optional("knn_sqdist_train"), knn_sqdist_zs=optional("knn_sqdist_zs"))
 
 
 def eval_split_names(bundle: Bundle) -> list[str]:
@@ -63,8 +67,8 @@ def hyperparameters(bundle: Bundle, mode: str) -> Hyperparameters:
 
 
 def stored_topm(bundle: Bundle, split: str) -> dict[tuple[float, float], TopMTable]:
-    names = ["preds_zs", "preds_ft"] + [n for n in ("topm_cand", "topm_p_ft", "topm_p_zs", "topm_r_ft", "topm_r_zs")
-                                        if bundle.has(split, n)]
+    names = ["preds_zs", "preds_ft"] + [f"topm_{n}" for n in TABLE_ARRAYS + ENTROPY_ARRAYS
+                                        if bundle.has(split, f"topm_{n}")]
     return topm_tables({n: bundle.array(split, n) for n in names}, bundle.manifest["topm"]["temperatures"])
 
 

@@ -30,6 +30,8 @@ ARRAYS = {
     "logits_ft": ("float32", ("n", "C")),
     "knn_sqdist": ("float32", ("n", "K")),
     "knn_index": ("int32", ("n", "K")),
+    "knn_sqdist_train": ("float32", ("n", "K")),  # optional (VRF's ablations): to the whole ID training set
+    "knn_sqdist_zs": ("float32", ("n", "K")),  # optional: to the ZSF set, in zero-shot features
     "preds_zs": ("int64", ("n",)),
     "preds_ft": ("int64", ("n",)),
     "preds_wse": ("int32", ("A", "n")),
@@ -38,6 +40,8 @@ ARRAYS = {
     "topm_p_zs": ("float32", ("P", "2m", "n")),
     "topm_r_ft": ("float32", ("P", "n")),
     "topm_r_zs": ("float32", ("P", "n")),
+    "topm_h_zs": ("float32", ("P", "n")),  # optional (DaWin): each model's softmax entropy per temperature pair
+    "topm_h_ft": ("float32", ("P", "n")),
     "score_mahalanobis": ("float32", ("n",)),
     "score_relative_mahalanobis": ("float32", ("n",)),
     "score_knn": ("float32", ("n",)),

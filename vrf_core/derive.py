@@ -8,9 +8,10 @@ distances, routing scores) and the WSE predictions, and returns:
 - per split, each model's predictions and the top-m tables (`vrf_core.topm`) for T = 1
   and each mode's calibrated temperatures: with them a reader decides any mixture's
   argmax exactly without the N x C logits;
-- per mode, the results table (every method, accuracy and bootstrap interval per split)
-  and the trade-off curves (OSE, calibrated OSE and WSE accuracy at every alpha on each
-  test split).
+- per mode, the results table (every method, accuracy and bootstrap interval per split),
+  the per-sample ceiling (not a row: `results[mode]["ceiling"]`), and the trade-off
+  curves (OSE, logit ensemble, each calibrated and not, and WSE: accuracy at every alpha
+  on each test split).
 
 precompute stores the result in the bundle; `precompute report --recompute` calls it
 again on the stored arrays and compares; the dashboard only reads what was stored.
@@ -23,8 +24,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vrf_core.evaluate import OOD_AVG, ROLES_EVAL, FullMixture, Hyperparameters, SplitData, method_preds, score_table
-from vrf_core.topm import TABLE_ARRAYS, TopMSplit, TopMTable
+from vrf_core.evaluate import (
+    CEILING,
+    OOD_AVG,
+    ROLES_EVAL,
+    ROW_LOGIT,
+    ROW_LOGIT_CAL,
+    ROW_OSE,
+    ROW_OSE_CAL,
+    ROW_WSE,
+    FullMixture,
+    Hyperparameters,
+    SplitData,
+    ceiling,
+    method_preds,
+    score_table,
+)
+from vrf_core.logit_ensemble import split_logit_preds
+from vrf_core.topm import ENTROPY_ARRAYS, TABLE_ARRAYS, TopMSplit, TopMTable
 from vrf_core.tuning import TuningSpec, tune_hyperparameters
 
 MODES = {"validation": "id_val", "oracle": "id_test"}  # tuning mode -> the role of the split it tunes on
@@ -42,8 +59,8 @@ class DeriveSpec:
 @dataclass
 class Derived:
     """arrays: split -> {preds_zs, preds_ft, topm_<name>}, the topm arrays stacked (P, ...) in the
-    order of `temperatures`; results: mode -> {columns, rows}; curves: mode -> method -> split ->
-    accuracy per alpha (OSE: the spec's ose_alphas, WSE: its wse_alphas)."""
+    order of `temperatures`; results: mode -> {columns, rows, ceiling}; curves: mode -> method ->
+    split -> accuracy per alpha (OSE, logit ensemble: the spec's ose_alphas, WSE: its wse_alphas)."""
 
     hyperparameters: dict[str, Hyperparameters]
     temperatures: list[Pair]
@@ -77,11 +94,20 @@ class _Tables:
         return p
 
 
-def _curves(p: TopMSplit, ose_alphas: list[float], wse: np.ndarray | None) -> dict[str, list[float]]:
+def _logit_combos(ose_alphas: list[float], hps: dict[str, Hyperparameters]) -> list[tuple[float, float, float]]:
+    """Every (alpha, t_zs, t_ft) of the logit ensemble's rows and curves: one pass per split."""
+    pairs = [(1.0, 1.0)] + [(float(hp.t_zs), float(hp.t_ft)) for hp in hps.values()]
+    return list(dict.fromkeys((float(al), *t) for t in pairs for al in ose_alphas))
+
+
+def _curves(split: SplitData, p: TopMSplit, ose_alphas: list[float], wse: np.ndarray | None) -> dict[str, list[float]]:
     out = {method: [p.ose_accuracy(float(al), calibrated) for al in ose_alphas]
-           for method, calibrated in (("OSE", False), ("OSE (calibrated)", True))}
+           for method, calibrated in ((ROW_OSE, False), (ROW_OSE_CAL, True))}
+    for method, t in ((ROW_LOGIT, (1.0, 1.0)), (ROW_LOGIT_CAL, p.temperatures)):
+        combos = [(float(al), *map(float, t)) for al in ose_alphas]
+        out[method] = [float((preds == split.labels).mean()) for preds in split_logit_preds(split, combos).values()]
     if wse is not None:
-        out["WSE"] = (np.asarray(wse) == p.labels[None, :]).mean(axis=1).tolist()
+        out[ROW_WSE] = (np.asarray(wse) == p.labels[None, :]).mean(axis=1).tolist()
     return out
 
 
@@ -107,25 +133,31 @@ def derive(splits: list[SplitData], wse_preds: dict[str, np.ndarray | None], spe
     out = Derived(hps, pairs, spec.m, tuning_seconds=tuning_seconds)
     preds: dict[str, dict[str, dict]] = {mode: {} for mode in hps}
     ood = [s.name for s in splits if s.role == "ood"]
+    ceilings: dict[str, float] = {}
     for split in splits:
         wse = wse_preds.get(split.name)
+        split_logit_preds(split, _logit_combos(spec.tuning.ose_alphas, hps))  # one pass for every mode and alpha
         for mode, hp in hps.items():
             p = tables[split.name].predictor(hp.t_zs, hp.t_ft)
             preds[mode][split.name] = method_preds(split, hp, p, wse, spec.tuning.wse_alphas)
             if split.role != "id_val":
-                for method, curve in _curves(p, spec.tuning.ose_alphas, wse).items():
+                for method, curve in _curves(split, p, spec.tuning.ose_alphas, wse).items():
                     out.curves.setdefault(mode, {}).setdefault(method, {})[split.name] = curve
         p = tables[split.name].predictor(1.0, 1.0)
         arrays = {"preds_zs": p.model_preds("zs"), "preds_ft": p.model_preds("ft")}
+        ceilings[split.name] = ceiling(split, arrays["preds_zs"], arrays["preds_ft"])
         built = tables[split.name].built
         if built:  # none when m covers every class: readers then use the logits
             stacked = [built[pair].to_arrays() for pair in pairs]
-            arrays.update({f"topm_{n}": np.stack([a[n] for a in stacked]) for n in TABLE_ARRAYS})
+            arrays.update({f"topm_{n}": np.stack([a[n] for a in stacked]) for n in TABLE_ARRAYS + ENTROPY_ARRAYS})
         out.arrays[split.name] = arrays
         tables[split.name].built = {}  # free them before the next split
+        split._cache.clear()  # the softmaxes, entropies and logit-ensemble predictions of this split
+    if ood:
+        ceilings[OOD_AVG] = float(np.mean([ceilings[n] for n in ood]))
     columns = [s.name for s in splits] + ([OOD_AVG] if ood else [])
-    out.results = {mode: {"columns": columns, "rows": score_table(preds[mode], splits, n_boot=spec.n_boot)}
-                   for mode in hps}
+    out.results = {mode: {"columns": columns, "rows": score_table(preds[mode], splits, n_boot=spec.n_boot),
+                          CEILING: dict(ceilings)} for mode in hps}
     return out
 
 
@@ -133,6 +165,7 @@ def topm_tables(arrays: dict[str, np.ndarray], temperatures: list[Pair]) -> dict
     """The stored (P, ...) topm_<name> arrays of one split back as tables by temperature pair."""
     if "topm_cand" not in arrays:
         return {}
-    per_pair = [{n: arrays[f"topm_{n}"][i] for n in TABLE_ARRAYS} for i in range(len(temperatures))]
+    names = TABLE_ARRAYS + tuple(n for n in ENTROPY_ARRAYS if f"topm_{n}" in arrays)  # older bundles: no entropies
+    per_pair = [{n: arrays[f"topm_{n}"][i] for n in names} for i in range(len(temperatures))]
     return {tuple(map(float, t)): TopMTable.from_arrays(a, arrays["preds_zs"], arrays["preds_ft"])
             for t, a in zip(temperatures, per_pair)}

@@ -13,20 +13,34 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from vrf_core.dawin import dawin_preds
 from vrf_core.ensembles import softmax
+from vrf_core.logit_ensemble import split_logit_preds
 from vrf_core.metrics import bootstrap_ci
 from vrf_core.routing import energy_score, msp_score, route_to_ft
+from vrf_core.row_softmax import entropy_rows
 from vrf_core.weights import kth_distance, weight
 
 ROLES_EVAL = ("id_val", "id_test", "ood")  # in table order
 OOD_AVG = "OOD avg"  # the results table's column: unweighted mean over the role-'ood' splits
+
+# Rows of the results table that other modules name (the dashboard imports these).
+ROW_ZS, ROW_FT, ROW_WSE, ROW_OSE, ROW_OSE_CAL = "zero-shot", "fine-tuned", "WSE", "OSE", "OSE (calibrated)"
+ROW_LOGIT, ROW_LOGIT_CAL = "logit ensemble", "logit ensemble (calibrated)"
+ROUTE_PREFIX = "route: "  # + the routing score's name
+ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE = "DaWin", "DaWin (transductive)"
+ROW_VRF_TRAIN, ROW_VRF_ZS, ROW_VRF = "VRF (ID-train kNN)", "VRF (zero-shot features)", "VRF"
+ABLATION_ROWS = {"train": ROW_VRF_TRAIN, "zs_features": ROW_VRF_ZS}  # Hyperparameters.ablations key -> row
+CEILING = "ceiling"  # results[mode][CEILING]: split -> fraction where at least one model is right
 
 
 @dataclass
 class SplitData:
     """One evaluation split. logits: (N, C) projected raw logits (arrays, memory maps or
     `ProjectedRows`); knn_sqdist: (N, K) ascending squared distances to the ZSF set; ood_scores: name -> (N,)
-    feature-based ID scores (higher = more in-distribution)."""
+    feature-based ID scores (higher = more in-distribution). For VRF's ablations (absent in older
+    bundles): knn_sqdist_train (N, K), the squared distances of the fine-tuned features to the whole
+    ID training set, and knn_sqdist_zs (N, K), to the ZSF set in the zero-shot features."""
 
     name: str
     role: str
@@ -35,6 +49,8 @@ class SplitData:
     logits_ft: np.ndarray
     knn_sqdist: np.ndarray
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    knn_sqdist_train: np.ndarray | None = None
+    knn_sqdist_zs: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -48,6 +64,17 @@ class SplitData:
             self._cache[key] = softmax(np.asarray(logits, dtype=np.float64) / temperature).astype(np.float32)
         return self._cache[key]
 
+    def entropy(self, model: str, temperature: float) -> np.ndarray:
+        """Entropy (N,) float32 of a model's softmax at a temperature, cached (DaWin's input)."""
+        key = ("entropy", model, round(float(temperature), 8))
+        if key not in self._cache:
+            self._cache[key] = entropy_rows(self.logits_zs if model == "zs" else self.logits_ft, temperature)
+        return self._cache[key]
+
+
+NEIGHBOURS = ("zsf", "train")  # VRFParams.neighbours: distances to the ZSF set, or to the whole ID training set
+FEATURES = ("ft", "zs")  # VRFParams.features: distances in the fine-tuned or the zero-shot features
+
 
 @dataclass(frozen=True)
 class VRFParams:
@@ -57,6 +84,8 @@ class VRFParams:
     rule: str = "sigmoid"
     scale: str = "squared"
     calibrate: bool = True
+    neighbours: str = "zsf"
+    features: str = "ft"
 
 
 @dataclass
@@ -71,15 +100,18 @@ class Hyperparameters:
     ose_cal_alpha: float
     vrf: VRFParams
     routing_thresholds: dict[str, float]
+    logit_alpha: float | None = None  # None: not tuned (manifests written before the logit ensemble)
+    logit_cal_alpha: float | None = None
+    ablations: dict[str, VRFParams] = field(default_factory=dict)  # "train", "zs_features" (ABLATION_ROWS)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["vrf"] = asdict(self.vrf)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> Hyperparameters:
-        return cls(**{**d, "vrf": VRFParams(**d["vrf"])})
+        """Also reads manifests written before the rivals (no logit alphas, no ablations)."""
+        ablations = {k: VRFParams(**v) for k, v in (d.get("ablations") or {}).items()}
+        return cls(**{**d, "vrf": VRFParams(**d["vrf"]), "ablations": ablations})
 
 
 # ---- predictions of each method -------------------------------------------------
@@ -101,8 +133,31 @@ def mixture_preds(split: SplitData, w: np.ndarray | float, t_zs: float, t_ft: fl
     return p.argmax(axis=1)
 
 
+_DISTANCE_ARRAYS = {("zsf", "ft"): "knn_sqdist", ("train", "ft"): "knn_sqdist_train", ("zsf", "zs"): "knn_sqdist_zs"}
+
+
+def knn_array(split: SplitData, params: VRFParams) -> np.ndarray:
+    """The (N, K) squared kNN distances that `params` (neighbours, features) measures; the one place
+    that picks them. A clear error when the split lacks them (older bundles, imports)."""
+    name = _DISTANCE_ARRAYS.get((params.neighbours, params.features))
+    if name is None:
+        raise ValueError(f"VRFParams neighbours={params.neighbours!r} features={params.features!r}: no such "
+                         f"distances; use one of {sorted(_DISTANCE_ARRAYS)}")
+    arr = getattr(split, name)
+    if arr is None:
+        raise ValueError(f"split {split.name}: neighbours={params.neighbours!r} features={params.features!r} needs "
+                         f"the array {name}, which this split lacks (a bundle built before VRF's ablations, "
+                         f"or an import without it): rebuild the bundle with precompute")
+    return arr
+
+
+def has_distances(split: SplitData, params: VRFParams) -> bool:
+    name = _DISTANCE_ARRAYS.get((params.neighbours, params.features))
+    return name is not None and getattr(split, name) is not None
+
+
 def vrf_weights(split: SplitData, params: VRFParams) -> np.ndarray:
-    d = kth_distance(split.knn_sqdist, params.k, params.scale)
+    d = kth_distance(knn_array(split, params), params.k, params.scale)
     return weight(d, params.a, params.b, params.rule)
 
 
@@ -140,6 +195,15 @@ class FullMixture:
     def mixture_preds(self, w: np.ndarray | float, calibrated: bool) -> np.ndarray:
         return mixture_preds(self.split, w, *temps(self.t, calibrated))
 
+    def entropies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each model's entropy (N,) at the calibrated temperatures (zero-shot, fine-tuned)."""
+        return self.split.entropy("zs", self.t[0]), self.split.entropy("ft", self.t[1])
+
+
+def ceiling(split: SplitData, preds_zs: np.ndarray, preds_ft: np.ndarray) -> float:
+    """The per-sample ceiling: the fraction of samples at least one of the two models gets right."""
+    return float(((preds_zs == split.labels) | (preds_ft == split.labels)).mean())
+
 
 def method_preds(split: SplitData, hp: Hyperparameters, predictor=None, wse_preds: np.ndarray | None = None,
                  wse_alphas: list[float] | None = None, vrf: VRFParams | None = None) -> dict[str, np.ndarray]:
@@ -147,23 +211,34 @@ def method_preds(split: SplitData, hp: Hyperparameters, predictor=None, wse_pred
     overridden, e.g. by the dashboard's live controls), in the results table's row order.
     predictor: answers `model_preds(model)` and `mixture_preds(w, calibrated)` at hp's temperatures:
       `FullMixture` (the default, the reference) or `vrf_core.topm.TopMSplit` (exact, fast).
-    wse_preds: (A, N) WSE predictions at each of `wse_alphas`; WSE is left out without them."""
+    wse_preds: (A, N) WSE predictions at each of `wse_alphas`; WSE is left out without them.
+    A row is left out when what it needs is absent: the logit ensemble without tuned alphas (older
+    manifests), an ablation without its distances or its tuned parameters."""
     vrf = vrf or hp.vrf
     p = predictor or FullMixture(split, hp.t_zs, hp.t_ft)
     if tuple(map(float, p.temperatures)) != (float(hp.t_zs), float(hp.t_ft)):
         raise ValueError(f"split {split.name}: the predictor's temperatures are {p.temperatures}, the "
                          f"hyperparameters' ({hp.t_zs}, {hp.t_ft})")
     arg_zs, arg_ft = p.model_preds("zs"), p.model_preds("ft")
-    out = {"zero-shot": arg_zs, "fine-tuned": arg_ft}
+    out = {ROW_ZS: arg_zs, ROW_FT: arg_ft}
     if hp.wse_alpha is not None and wse_preds is not None and wse_alphas is not None:
-        out["WSE"] = np.asarray(wse_preds[list(wse_alphas).index(hp.wse_alpha)], dtype=np.int64)
-    out["OSE"] = p.mixture_preds(hp.ose_alpha, False)
-    out["OSE (calibrated)"] = p.mixture_preds(hp.ose_cal_alpha, True)
+        out[ROW_WSE] = np.asarray(wse_preds[list(wse_alphas).index(hp.wse_alpha)], dtype=np.int64)
+    out[ROW_OSE] = p.mixture_preds(hp.ose_alpha, False)
+    out[ROW_OSE_CAL] = p.mixture_preds(hp.ose_cal_alpha, True)
+    if hp.logit_alpha is not None and hp.logit_cal_alpha is not None:
+        plain, cal = (float(hp.logit_alpha), 1.0, 1.0), (float(hp.logit_cal_alpha), float(hp.t_zs), float(hp.t_ft))
+        logit = split_logit_preds(split, [plain, cal])
+        out[ROW_LOGIT], out[ROW_LOGIT_CAL] = logit[plain], logit[cal]
     for name, thr in hp.routing_thresholds.items():
         if name in ("msp", "energy") or name in split.ood_scores:
             to_ft = route_to_ft(routing_scores(split, name, hp.t_ft), thr)
-            out[f"route: {name}"] = np.where(to_ft, arg_ft, arg_zs)
-    out["VRF"] = p.mixture_preds(vrf_weights(split, vrf), vrf.calibrate)
+            out[ROUTE_PREFIX + name] = np.where(to_ft, arg_ft, arg_zs)
+    out[ROW_DAWIN] = dawin_preds(p)
+    for key, row in ABLATION_ROWS.items():
+        params = hp.ablations.get(key)
+        if params is not None and has_distances(split, params):
+            out[row] = p.mixture_preds(vrf_weights(split, params), params.calibrate)
+    out[ROW_VRF] = p.mixture_preds(vrf_weights(split, vrf), vrf.calibrate)
     return out
 
 

@@ -27,31 +27,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vrf_core.evaluate import SplitData, VRFParams
+from vrf_core.evaluate import SplitData, VRFParams, knn_array
+from vrf_core.row_softmax import ROW_CHUNK, entropy_from_exp, entropy_rows, exp_rows, softmax_rows
 from vrf_core.weights import kth_distance, weight
 
+__all__ = ["ENTROPY_ARRAYS", "TABLE_ARRAYS", "TopMSplit", "TopMTable", "ose_curve", "softmax_rows", "vrf_curve"]
+
 TABLE_ARRAYS = ("cand", "p_ft", "p_zs", "r_ft", "r_zs")
-ROW_CHUNK = 256  # rows per softmax block: two float64 blocks stay in a 4 MiB L2 cache
-
-
-def _exp_rows(logits: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """exp(z / T - max) (n, C) float64 and its row sums (n, 1), as `ensembles.softmax` forms them,
-    and each row's argmax (n,). The max is taken before the division: z -> z / T is monotone,
-    so it is the same number."""
-    arg = logits.argmax(axis=1)
-    top = np.asarray(logits[np.arange(len(arg)), arg], dtype=np.float64)[:, None] / temperature
-    x = np.divide(logits, temperature, dtype=np.float64)
-    x -= top
-    np.exp(x, out=x)
-    return x, x.sum(axis=1, keepdims=True), arg
-
-
-def softmax_rows(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """float32 softmax of logits / T, bit-identical to `SplitData.probs` (float64 math, rows
-    independent), with the temporaries reused in place. logits: (n, C) -> (n, C) float32."""
-    e, s, _ = _exp_rows(logits, temperature)
-    e /= s
-    return e.astype(np.float32)
+ENTROPY_ARRAYS = ("h_zs", "h_ft")  # stored beside the tables since DaWin; absent in older bundles
 
 
 @dataclass
@@ -67,18 +50,24 @@ class TopMTable:
     r_zs: np.ndarray  # (N,) float32
     arg_ft: np.ndarray  # (N,) int64, argmax of the fine-tuned logits
     arg_zs: np.ndarray  # (N,) int64
+    h_zs: np.ndarray | None = None  # (N,) float32 entropy of each model's softmax at the table's temperature
+    h_ft: np.ndarray | None = None  # (None: tables read from a bundle written before DaWin)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The temperature-dependent part, as stored in a bundle (`live_<name>` arrays)."""
-        return {"cand": self.cand, "p_ft": self.p_ft, "p_zs": self.p_zs, "r_ft": self.r_ft, "r_zs": self.r_zs}
+        """The temperature-dependent part, as stored in a bundle (`topm_<name>` arrays)."""
+        out = {n: getattr(self, n) for n in TABLE_ARRAYS}
+        return out | ({n: getattr(self, n) for n in ENTROPY_ARRAYS} if self.h_zs is not None else {})
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], arg_zs: np.ndarray, arg_ft: np.ndarray) -> TopMTable:
-        """Tables read back from a bundle; arg_zs / arg_ft are the models' predictions (`preds_*`)."""
-        t = cls(*(arrays[n] for n in TABLE_ARRAYS), arg_ft=np.asarray(arg_ft), arg_zs=np.asarray(arg_zs))
+        """Tables read back from a bundle; arg_zs / arg_ft are the models' predictions (`preds_*`);
+        the entropies are optional."""
+        t = cls(*(arrays[n] for n in TABLE_ARRAYS), arg_ft=np.asarray(arg_ft), arg_zs=np.asarray(arg_zs),
+                **{n: arrays.get(n) for n in ENTROPY_ARRAYS})
         m2, n = t.cand.shape
         if m2 % 2 or any(a.shape != (m2, n) for a in (t.p_ft, t.p_zs)) or \
-                any(a.shape != (n,) for a in (t.r_ft, t.r_zs, t.arg_ft, t.arg_zs)):
+                any(a.shape != (n,) for a in (t.r_ft, t.r_zs, t.arg_ft, t.arg_zs)) or \
+                any(a is not None and a.shape != (n,) for a in (t.h_zs, t.h_ft)):
             raise ValueError(f"top-m tables of inconsistent shapes: cand {t.cand.shape}, p_ft {t.p_ft.shape}, "
                              f"p_zs {t.p_zs.shape}, r_ft {t.r_ft.shape}, r_zs {t.r_zs.shape}, "
                              f"preds {t.arg_zs.shape}/{t.arg_ft.shape}")
@@ -103,8 +92,12 @@ def _largest(e: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m: int):
     """Candidates and bounds of a block of rows. Only the probabilities that are kept are divided
-    out; p = float32(e / s) is monotone in e, so ranking by e ranks the probabilities."""
-    (e_ft, s_ft, arg_ft), (e_zs, s_zs, arg_zs) = _exp_rows(l_ft, t_ft), _exp_rows(l_zs, t_zs)
+    out; p = float32(e / s) is monotone in e, so ranking by e ranks the probabilities. The entropies
+    come from the same exponentials (`row_softmax.entropy_from_exp`, as `entropy_rows` forms them)."""
+    (e_ft, s_ft, arg_ft, x_ft), (e_zs, s_zs, arg_zs, x_zs) = (exp_rows(l_ft, t_ft, keep_shifted=True),
+                                                              exp_rows(l_zs, t_zs, keep_shifted=True))
+    h_ft, h_zs = entropy_from_exp(e_ft, s_ft, x_ft), entropy_from_exp(e_zs, s_zs, x_zs)
+    del x_ft, x_zs
     tops, bounds = [], []
     for e, s in ((e_ft, s_ft), (e_zs, s_zs)):
         top, r = _largest(e, m)
@@ -113,19 +106,19 @@ def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m
     cand = np.concatenate(tops, axis=1)
     p_ft = (np.take_along_axis(e_ft, cand, axis=1) / s_ft).astype(np.float32)
     p_zs = (np.take_along_axis(e_zs, cand, axis=1) / s_zs).astype(np.float32)
-    return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1], arg_ft, arg_zs
+    return cand.T, p_ft.T, p_zs.T, bounds[0], bounds[1], arg_ft, arg_zs, h_zs, h_ft
 
 
 def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads: int) -> TopMTable:
     n = len(logits_ft)
     t = TopMTable(np.empty((2 * m, n), np.int32), np.empty((2 * m, n), np.float32),
               np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
-              np.empty(n, np.int64), np.empty(n, np.int64))
+              np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32))
 
     def fill(s: int) -> None:
         e = min(s + ROW_CHUNK, n)
         (t.cand[:, s:e], t.p_ft[:, s:e], t.p_zs[:, s:e], t.r_ft[s:e], t.r_zs[s:e], t.arg_ft[s:e],
-         t.arg_zs[s:e]) = _top_m_block(
+         t.arg_zs[s:e], t.h_zs[s:e], t.h_ft[s:e]) = _top_m_block(
             logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m)
 
     # exp and the divisions release the GIL, so row blocks overlap in threads.
@@ -151,6 +144,7 @@ class TopMSplit:
     fallback_rows: int = 0
     _tables: dict = field(default_factory=dict, repr=False)
     _distances: dict = field(default_factory=dict, repr=False)
+    _entropies: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_split_data(cls, split: SplitData, t_zs: float, t_ft: float, m: int = 5,
@@ -235,11 +229,25 @@ class TopMSplit:
             return np.asarray(self.split.logits_zs if model == "zs" else self.split.logits_ft).argmax(axis=1)
         return t.arg_zs if model == "zs" else t.arg_ft
 
+    def entropies(self, calibrated: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Each model's entropy (N,) float32 (zero-shot, fine-tuned) at the calibrated temperatures (or
+        T = 1): stored with the tables, or (older bundles, m covering every class) computed from the logits
+        once, with the same operations (`row_softmax.entropy_rows`)."""
+        t = self._top_m(calibrated)
+        if t is not None and t.h_zs is not None:
+            return t.h_zs, t.h_ft
+        temps = self._temperatures(calibrated)
+        if temps not in self._entropies:
+            self._entropies[temps] = (entropy_rows(self.split.logits_zs, temps[0]),
+                                      entropy_rows(self.split.logits_ft, temps[1]))
+        return self._entropies[temps]
+
     def vrf_weights(self, params: VRFParams) -> np.ndarray:
-        """w(x) for every sample (vrf_core.weights); the k-th distance is cached per (k, scale)."""
-        key = (params.k, params.scale)
+        """w(x) for every sample (vrf_core.weights); the k-th distance is cached per (neighbours, features,
+        k, scale), read from the array those pick (`evaluate.knn_array`)."""
+        key = (params.neighbours, params.features, params.k, params.scale)
         if key not in self._distances:
-            self._distances[key] = kth_distance(self.split.knn_sqdist, params.k, params.scale)
+            self._distances[key] = kth_distance(knn_array(self.split, params), params.k, params.scale)
         return weight(self._distances[key], params.a, params.b, params.rule)
 
     def vrf_preds(self, params: VRFParams) -> np.ndarray:
