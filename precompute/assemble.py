@@ -6,6 +6,18 @@ synthetic bundles of the benchmarks, so every bundle is finished the same way.
 The expensive steps (kNN searches, the embedding map) are content-keyed stages of
 a `StageCache` (precompute/stage_cache.py): keyed by the bytes of the arrays they read
 and their settings. The manifest's description of the run is built in precompute/manifest.py.
+
+Each evaluation split's kNN stage writes, besides the VRF distances to the ZSF set
+(`knn_sqdist`, `knn_index`), the inputs of the two VRF ablations (paper Fig. 4):
+- `knn_sqdist_train` (n, K): squared distances of the split's fine-tuned features to their K
+  nearest neighbours in the training base: the whole ID training set's fine-tuned features, or a
+  seeded sample of `knn_train_base` of them when the training set is larger. It is the same search
+  as the kNN routing score's: `score_knn` is minus the square root of its kk-th distance
+  (kk = knn_train_k), so both come from one search.
+- `knn_sqdist_zs` (n, K): squared distances of the split's ZERO-SHOT features to the ZSF set's
+  zero-shot features; written only when the training split and every evaluation split carry
+  zero-shot features (an import may not), else left out with a log line.
+K is ensemble.k_max as for `knn_sqdist`; features are L2-normalised before every search.
 """
 
 from __future__ import annotations
@@ -84,9 +96,9 @@ class AssembleSettings:
 
 
 # Part of the assemble stage's key: bump when assemble writes different arrays from the same inputs
-# (2: predictions, top-m tables and results tables; 3: bundle schema 2), so that existing bundles are
-# brought up to date by the next run.
-ASSEMBLE_FORMAT = 3
+# (2: predictions, top-m tables and results tables; 3: bundle schema 2; 4: the VRF ablations' distances
+# knn_sqdist_train and knn_sqdist_zs), so that existing bundles are brought up to date by the next run.
+ASSEMBLE_FORMAT = 4
 
 
 def wse_predictions(logits_per_alpha: list[np.ndarray], projection: ClassProjection | None) -> np.ndarray:
@@ -130,6 +142,17 @@ def check_zsf_size(n_zsf: int, n_train: int, settings: AssembleSettings, zs_acc:
             f"the zero-shot failure set has {n_zsf} members, fewer than k + 1 = {k + 1} (ensemble.k_rule = {k}; "
             f"each member is measured against the others). Set ensemble.k_rule below {n_zsf}, use the "
             "'reference' or 'paper' rule, or use more training data")
+
+
+def zero_shot_base(train: Extracted, evals: dict[str, Extracted], zsf_idx: np.ndarray) -> np.ndarray | None:
+    """(|ZSF|, D) float32 zero-shot features of the ZSF set: the base of `knn_sqdist_zs`. None (and a log
+    line naming the splits) when the training split or an evaluation split has no zero-shot features."""
+    lacking = [split for split, ex in [("train", train), *evals.items()] if ex.features_zs is None]
+    if lacking:
+        log("VRF ablation 'distance in zero-shot features' unavailable (knn_sqdist_zs not written): no zero-shot "
+            f"image features for split(s) {', '.join(lacking)}; an import gives them as features_zs")
+        return None
+    return np.asarray(train.features_zs[zsf_idx], np.float32)
 
 
 def assemble(out_dir, name: str, train: Extracted, evals: dict[str, Extracted],
@@ -229,24 +252,38 @@ def _write_arrays(writer: BundleWriter, name: str, train: Extracted, evals: dict
     train_base = np.asarray(train.features_ft[base_idx], np.float32)
     base_digest = array_digest(train_base)
     kk = min(settings.knn_train_k, len(train_base))
+    k_train = min(max(k_max, kk), len(train_base))  # one search serves score_knn (kk) and knn_sqdist_train (k_max)
+    zsf_zs = zero_shot_base(train, evals, zsf_idx)
+    zsf_zs_digest = array_digest(zsf_zs) if zsf_zs is not None else None
 
     for split, ex in progress(evals.items(), desc="distances and scores", total=len(evals)):
         feats = np.asarray(ex.features_ft, np.float32)
+        feats_zs = np.asarray(ex.features_zs, np.float32) if zsf_zs is not None else None
 
-        def search(feats=feats) -> dict[str, np.ndarray]:
+        def search(feats=feats, feats_zs=feats_zs) -> dict[str, np.ndarray]:
             sq, idx = knn_sqdist(feats, zsf_feats, k_max, backend)
-            tsq, _ = knn_sqdist(feats, train_base, kk, backend)
-            return {"knn_sqdist": sq, "knn_index": idx.astype(np.int32), "score_knn": -np.sqrt(tsq[:, -1])}
+            tsq, _ = knn_sqdist(feats, train_base, k_train, backend)
+            out = {"knn_sqdist": sq, "knn_index": idx.astype(np.int32), "score_knn": -np.sqrt(tsq[:, kk - 1]),
+                   "knn_sqdist_train": tsq[:, :k_max]}
+            if feats_zs is not None:
+                out["knn_sqdist_zs"] = knn_sqdist(feats_zs, zsf_zs, k_max, backend)[0]
+            return out
 
-        dist = cache.get(f"knn/{split}", content_key("knn-split", array_digest(feats), zsf_digest, base_digest,
-                                                     k_max, kk, searcher), search)
+        # The zero-shot parts (None without zero-shot features) tell this stage's outputs from those of
+        # bundles before assemble format 4, which had no ablation distances.
+        key = content_key("knn-split", array_digest(feats), zsf_digest, base_digest, k_max, kk, searcher,
+                          array_digest(feats_zs) if feats_zs is not None else None, zsf_zs_digest)
+        dist = cache.get(f"knn/{split}", key, search)
         kill_point(f"scores:{split}")
         for arr_name, arr in (("labels", np.asarray(ex.labels, np.int64)), ("refs", np.asarray(ex.refs).astype(str)),
                               ("features_ft", np.asarray(ex.features_ft, np.float16)),
                               ("logits_zs", np.asarray(ex.logits_zs, np.float32)),
                               ("logits_ft", np.asarray(ex.logits_ft, np.float32)),
-                              ("knn_sqdist", dist["knn_sqdist"]), ("knn_index", dist["knn_index"])):
+                              ("knn_sqdist", dist["knn_sqdist"]), ("knn_index", dist["knn_index"]),
+                              ("knn_sqdist_train", dist["knn_sqdist_train"])):
             writer.put(split, arr_name, arr)
+        if "knn_sqdist_zs" in dist:
+            writer.put(split, "knn_sqdist_zs", dist["knn_sqdist_zs"])
         if ex.features_zs is not None:
             writer.put(split, "features_zs", np.asarray(ex.features_zs, np.float16))
         if ex.preds_wse is not None:

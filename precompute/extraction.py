@@ -1,6 +1,11 @@
 """precompute's extraction stage: every model's features and logits of one split, and its
 thumbnails, each cached as a content-keyed stage; all the missing ones in one pass over the
-images (each image decoded once)."""
+images (each image decoded once).
+
+The training split keeps each model's predictions instead of its logits, and the features of both
+models: the fine-tuned ones for the ZSF set's kNN, the zero-shot ones for the VRF ablation in
+zero-shot features (precompute/assemble.py). Both models run over the training set for their
+predictions anyway, so keeping the zero-shot features costs no forward pass."""
 
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ def extract_split(name: str, role: str, images: ImageSet, models: dict[str, tupl
     is_train = role == "id_train"
     data_key = content_key(images.fingerprint(), preprocess_description(clip.preprocess_eval), cfg.model.precision)
     keys = {m: content_key("extract", data_key, model_key, is_train) for m, (_, model_key) in models.items()}
+    if is_train and "zs" in keys:  # it stores features_zs too (before assemble format 4: predictions only)
+        keys["zs"] = content_key("extract", data_key, models["zs"][1], is_train, "features_zs")
     thumb_size = 0 if is_train else cfg.bundle.thumb_size
     if thumb_size:
         keys["thumbs"] = content_key("thumbs", images.files_key(), thumb_size)
@@ -62,7 +69,7 @@ def extract_split(name: str, role: str, images: ImageSet, models: dict[str, tupl
         todo = {m: models[m][0] for m in missing if m != "thumbs"}
         shards = stages.root / "extract" / name / ".shards"
         t0 = time.perf_counter()
-        arrays = extract(todo, images, clip.preprocess_eval, features_of=("ft",) if is_train else ("zs", "ft"),
+        arrays = extract(todo, images, clip.preprocess_eval, features_of=("zs", "ft"),
                          preds_only=is_train, batch_size=cfg.run.batch_size, workers=cfg.run.workers,
                          thumb_size=thumb_size if "thumbs" in missing else 0, device=device,
                          precision=cfg.model.precision, desc=f"extract {name} ({', '.join(missing)})",

@@ -28,7 +28,7 @@ class Dims:
     n: int
     num_classes: int  # C, the model's
     split_classes: int  # C', after the projection
-    dim: int | None  # D, from the training split's features_ft (None while reading that)
+    dim: int | None  # D, from the training split's features_ft (None when that is not 2-D)
     num_alphas: int | None  # A
 
     def expected(self, name: str) -> tuple[tuple, str]:
@@ -98,7 +98,7 @@ def check_split(cfg: ImportConfig, plan: SplitPlan, loaded: dict[str, LoadedArra
     if "preds_wse" in loaded and alphas is None and plan.role != "id_train":
         raise ArrayImportError(f"{loaded['preds_wse'].file}: preds_wse is given but ensemble.wse_alphas is not set; "
                                "list the alphas its rows were computed at")
-    unused = {"features_zs", "preds_wse"} if plan.role == "id_train" else {"preds_zs", "preds_ft"}
+    unused = {"preds_wse"} if plan.role == "id_train" else {"preds_zs", "preds_ft"}
     for name in sorted(unused & set(loaded)):
         log(f"{loaded[name].file}: {name} of split {plan.name} is not used (the bundle derives it or has no place "
             "for it)")
@@ -108,8 +108,11 @@ def check_split(cfg: ImportConfig, plan: SplitPlan, loaded: dict[str, LoadedArra
         raise ArrayImportError(f"{labels.file}: labels has shape {labels.array.shape}, expected (N,): one label "
                                f"per sample of split {plan.name}")
     split_classes = plan.projection.num_classes if plan.projection else len(cfg.classnames)
-    dims = Dims(plan.name, len(labels.array), len(cfg.classnames), split_classes,
-                dim if plan.role != "id_train" else None, len(alphas) if alphas else None)
+    if plan.role == "id_train":  # D is the training split's features_ft's (its features_zs must have it too)
+        ft = loaded["features_ft"].array
+        dim = ft.shape[1] if ft.ndim == 2 else None
+    dims = Dims(plan.name, len(labels.array), len(cfg.classnames), split_classes, dim,
+                len(alphas) if alphas else None)
     out = {}
     for name, item in loaded.items():
         arr = item.array
@@ -117,8 +120,6 @@ def check_split(cfg: ImportConfig, plan: SplitPlan, loaded: dict[str, LoadedArra
         if arr.dtype.kind not in kind:
             raise ArrayImportError(f"{item.file}: {name} has dtype {arr.dtype}, expected {KIND_WORDS[kind]}")
         shape, symbols = dims.expected(name)
-        if dims.dim is None and name == "features_ft" and arr.ndim == 2:
-            shape = (dims.n, arr.shape[1])
         if tuple(arr.shape) != shape:
             shown = "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ArrayImportError(f"{item.file}: {name} has shape {arr.shape}, expected {shown} ({symbols})")

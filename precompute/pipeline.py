@@ -227,7 +227,8 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
         return wse_predictions(per_alpha, images.projection)
 
     train_ex = Extracted(role="id_train", labels=ex_train["labels"], refs=np.array(train.refs),
-                         features_ft=ex_train["features_ft"], preds_zs=ex_train["preds_zs"],
+                         features_ft=ex_train["features_ft"], features_zs=ex_train["features_zs"],
+                         preds_zs=ex_train["preds_zs"],
                          preds_ft=ex_train["preds_ft"], source={"type": cfg.train.type, "path": cfg.train.path})
     eval_ex = {}
     for s, ex in ex_evals.items():

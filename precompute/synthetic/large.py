@@ -8,6 +8,9 @@ on 2 cores); what the benchmarks measure on this bundle (derivation, size, live 
 cold start) reads the distances but does not depend on how they were found, and the kNN
 benchmark searches the stored features itself. The distances grow with the shift, as in the
 paper's Fig. 2; the ZSF set is drawn at the requested size (its zero-shot predictions wrong).
+The VRF ablations' distances are drawn the same way: to the whole training set (`knn_sqdist_train`,
+on average nearer than the ZSF set; `score_knn` is its 10th distance, as precompute defines it) and in
+zero-shot features (`knn_sqdist_zs`, growing less with the shift: the zero-shot encoder drifts less).
 """
 
 from __future__ import annotations
@@ -39,9 +42,14 @@ class LargeSpec:
     seed: int = 0
 
 
-def drawn_sqdist(rng: np.random.Generator, shift: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) ascending squared distances to the ZSF set; the nearest grows with the shift."""
-    d1 = np.clip(0.95 + 0.55 * shift + 0.1 * rng.standard_normal(len(shift)), 0.05, 3.0)
+# (nearest squared distance in distribution, its growth per unit of shift) of each drawn distance array
+DRAWN_DISTANCES = {"knn_sqdist": (0.95, 0.55), "knn_sqdist_train": (0.8, 0.55), "knn_sqdist_zs": (1.0, 0.25)}
+
+
+def drawn_sqdist(rng: np.random.Generator, shift: np.ndarray, k: int, near: float = 0.95,
+                 growth: float = 0.55) -> np.ndarray:
+    """(n, k) ascending squared distances; the nearest, `near` in distribution, grows with the shift."""
+    d1 = np.clip(near + growth * shift + 0.1 * rng.standard_normal(len(shift)), 0.05, 3.0)
     steps = rng.exponential(0.004, size=(len(shift), k))
     return np.clip(d1[:, None] + np.cumsum(steps, axis=1) - steps[:, :1], 0.0, 4.0).astype(np.float32)
 
@@ -54,9 +62,12 @@ def drawn_map(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
     return xy
 
 
-def _distances(rng: np.random.Generator, shift: np.ndarray, spec: LargeSpec, k_max: int) -> dict[str, np.ndarray]:
-    sq = drawn_sqdist(rng, shift, k_max)
-    return {"knn_sqdist": sq, "knn_index": rng.integers(0, spec.zsf, sq.shape, dtype=np.int32)}
+def _distances(rng: np.random.Generator, shift: np.ndarray, spec: LargeSpec, k_max: int,
+               ablations: bool = False) -> dict[str, np.ndarray]:
+    """The kNN rows to the ZSF set; with `ablations` (evaluation splits) the VRF ablations' distances too."""
+    names = DRAWN_DISTANCES if ablations else ["knn_sqdist"]
+    out = {name: drawn_sqdist(rng, shift, k_max, *DRAWN_DISTANCES[name]) for name in names}
+    return {**out, "knn_index": rng.integers(0, spec.zsf, out["knn_sqdist"].shape, dtype=np.int32)}
 
 
 def write_large_bundle(path, spec: LargeSpec, name: str, config: dict) -> Bundle:
@@ -74,13 +85,13 @@ def write_large_bundle(path, spec: LargeSpec, name: str, config: dict) -> Bundle
             ex, shift = make_split(world, s, settings.wse_alphas)
             arrays = {"labels": ex.labels, "refs": ex.refs, "features_zs": ex.features_zs.astype(np.float16),
                       "features_ft": ex.features_ft.astype(np.float16), "logits_zs": ex.logits_zs,
-                      "logits_ft": ex.logits_ft, **_distances(rng, shift, spec, zsf.k_max)}
+                      "logits_ft": ex.logits_ft, **_distances(rng, shift, spec, zsf.k_max, ablations=True)}
             if ex.preds_wse is not None:
                 arrays["preds_wse"] = ex.preds_wse
             sq = arrays["knn_sqdist"]  # routing scores that, like the real ones, fall with the distance
             arrays["score_mahalanobis"] = (-sq[:, 0] * 40 + rng.standard_normal(s.n)).astype(np.float32)
             arrays["score_relative_mahalanobis"] = (-sq[:, 0] * 5 + rng.standard_normal(s.n)).astype(np.float32)
-            arrays["score_knn"] = -np.sqrt(sq[:, min(9, zsf.k_max - 1)])
+            arrays["score_knn"] = -np.sqrt(arrays["knn_sqdist_train"][:, min(9, zsf.k_max - 1)])
             arrays["umap"] = drawn_map(rng, s.n, map_share)
             for array, arr in arrays.items():
                 writer.put(s.name, array, arr)
