@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from dashboard.theme import CEILING_COLOR, logit_ticks, method_color
-from vrf_core.evaluate import (DAWIN, DAWIN_TRANSDUCTIVE, LOGIT_ENSEMBLE, LOGIT_ENSEMBLE_CAL, VRF_TRAIN_KNN,
-                               VRF_ZS_FEATURES, Hyperparameters)
+from vrf_core import evaluate as ev
+from vrf_core.evaluate import Hyperparameters
 
-ABLATIONS = {"train": VRF_TRAIN_KNN, "zs_features": VRF_ZS_FEATURES}  # Hyperparameters.ablations key -> row
-ROW_GROUPS = (("zero-shot", "fine-tuned"), ("WSE", "OSE", "OSE (calibrated)", LOGIT_ENSEMBLE, LOGIT_ENSEMBLE_CAL),
-              ("route: ",), (DAWIN, DAWIN_TRANSDUCTIVE), (VRF_TRAIN_KNN, VRF_ZS_FEATURES), ("VRF",))
-CURVE_DASH = {"OSE": "dot", LOGIT_ENSEMBLE: "dash", LOGIT_ENSEMBLE_CAL: "dashdot"}
-POINTS = {DAWIN: ("diamond", "top left"), DAWIN_TRANSDUCTIVE: ("diamond-open", "top right"),
-          VRF_TRAIN_KNN: ("triangle-up", "bottom right"), VRF_ZS_FEATURES: ("triangle-down", "bottom left")}
+ROW_GROUPS = ((ev.ROW_ZS, ev.ROW_FT), (ev.ROW_WSE, ev.ROW_OSE, ev.ROW_OSE_CAL, ev.ROW_LOGIT, ev.ROW_LOGIT_CAL),
+              (ev.ROUTE_PREFIX,), (ev.ROW_DAWIN, ev.ROW_DAWIN_TRANSDUCTIVE), (ev.ROW_VRF_TRAIN, ev.ROW_VRF_ZS),
+              (ev.ROW_VRF,))
+CURVE_DASH = {ev.ROW_OSE: "dot", ev.ROW_LOGIT: "dash", ev.ROW_LOGIT_CAL: "dashdot"}
+POINTS = {ev.ROW_DAWIN: ("diamond", "top left"), ev.ROW_DAWIN_TRANSDUCTIVE: ("diamond-open", "top right"),
+          ev.ROW_VRF_TRAIN: ("triangle-up", "bottom right"), ev.ROW_VRF_ZS: ("triangle-down", "bottom left")}
 CEILING = "either model right"
 HOVER = "ID %{customdata[3]:.1f}%<br>OOD %{customdata[4]:.1f}%"
 
@@ -28,7 +28,7 @@ def row_rank(method: str) -> float:
     """The table's groups: the two models, one weight for every sample, routing, the sample-wise rival, VRF's
     ablations, VRF. A method no group names goes just before VRF's ablations."""
     for rank, names in enumerate(ROW_GROUPS):
-        if method in names or any(n.endswith(": ") and method.startswith(n) for n in names):
+        if method in names or (ev.ROUTE_PREFIX in names and method.startswith(ev.ROUTE_PREFIX)):
             return rank
     return len(ROW_GROUPS) - 2.5
 
@@ -41,11 +41,11 @@ def ordered(table: dict) -> dict:
 def tuned_rows(hps: dict[str, Hyperparameters], fmt) -> dict[str, dict[str, str]]:
     """The rivals' tuned values per tuning mode, formatted by `fmt` (rows absent where no mode has them)."""
     rows = {}
-    for label, name in ((f"{LOGIT_ENSEMBLE} alpha", "logit_alpha"), (f"{LOGIT_ENSEMBLE_CAL} alpha", "logit_cal_alpha")):
-        if any(getattr(h, name, None) is not None for h in hps.values()):
-            rows[label] = {m: fmt(getattr(h, name, None)) for m, h in hps.items()}
-    for key, method in ABLATIONS.items():
-        if any(key in (getattr(h, "ablations", None) or {}) for h in hps.values()):
+    for label, name in ((f"{ev.ROW_LOGIT} alpha", "logit_alpha"), (f"{ev.ROW_LOGIT_CAL} alpha", "logit_cal_alpha")):
+        if any(getattr(h, name) is not None for h in hps.values()):
+            rows[label] = {m: fmt(getattr(h, name)) for m, h in hps.items()}
+    for key, method in ev.ABLATION_ROWS.items():
+        if any(key in h.ablations for h in hps.values()):
             for name in ("a", "b", "k"):
                 rows[f"{method} {name}"] = {m: fmt(getattr(h.ablations[key], name)) if key in h.ablations else "—"
                                             for m, h in hps.items()}
@@ -55,7 +55,7 @@ def tuned_rows(hps: dict[str, Hyperparameters], fmt) -> dict[str, dict[str, str]
 # ---- the Trade-off chart (`plot`: the page's TradeoffPlot) ------------------------------------------------
 def tuned_alphas(hp: Hyperparameters) -> dict[str, float | None]:
     """The logit ensembles' tuned alphas, for the rings on their curves (None in older bundles)."""
-    return {LOGIT_ENSEMBLE: getattr(hp, "logit_alpha", None), LOGIT_ENSEMBLE_CAL: getattr(hp, "logit_cal_alpha", None)}
+    return {ev.ROW_LOGIT: hp.logit_alpha, ev.ROW_LOGIT_CAL: hp.logit_cal_alpha}
 
 
 def points(plot, rows: dict, tuned_on: str) -> None:
