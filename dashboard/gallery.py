@@ -40,6 +40,7 @@ SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF", ROW_LOGIT: "logit"
          ROW_DAWIN: "DaWin", ROW_DAWIN_TRANSDUCTIVE: "DaWin (transd.)", ROW_VRF_TRAIN: "VRF train-kNN",
          ROW_VRF_ZS: "VRF ZS-feat"}
 RIVALS = (ROW_LOGIT, ROW_LOGIT_CAL, ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE, ROW_VRF_TRAIN, ROW_VRF_ZS)  # inspector columns
+RIVALS_SHOWN = (ROW_LOGIT_CAL, ROW_DAWIN)  # at first: the inspector has room for about two more columns
 
 
 def marks(right: dict[str, bool]) -> str:
@@ -82,15 +83,15 @@ def grid(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
                       type="primary" if current == (split, i) else "secondary", width="stretch")
 
 
-def _probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
-    """The probabilities that enter the mixture (temperature-scaled when calibration is on), then each rival's
-    at its tuned values (`_rival_probabilities`)."""
+def _probabilities(ctx: Context, split: str, i: int, rivals: list[str]) -> dict[str, np.ndarray]:
+    """The probabilities that enter the mixture (temperature-scaled when calibration is on), then each of
+    `rivals` at its tuned values (`_rival_probabilities`)."""
     sd = data.split_data(ctx.bundle, split)
     t_zs, t_ft = (ctx.hp.t_zs, ctx.hp.t_ft) if ctx.params.calibrate else (1.0, 1.0)
     p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
     w = ctx.view.splits[split].w[i]
     return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs,
-            **_rival_probabilities(ctx, split, i)}
+            **_rival_probabilities(ctx, split, i, rivals)}
 
 
 def _mixture(sd: SplitData, i: int, w: float, t_zs: float, t_ft: float) -> np.ndarray:
@@ -100,11 +101,17 @@ def _mixture(sd: SplitData, i: int, w: float, t_zs: float, t_ft: float) -> np.nd
     return w * p_ft + (np.float32(1.0) - w) * p_zs
 
 
-def _rival_probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
-    """Each rival's class probabilities for sample i at the hyperparameters tuned in the sidebar's mode: the
-    logit ensembles' softmax of the mixed logits, DaWin's entropy-weighted mixture, each VRF ablation's
-    mixture with its own tuned (a, b, k) and distances. Only the methods this bundle's results table has."""
-    hp, sd, rows = ctx.hp, data.split_data(ctx.bundle, split), data.results_rows(ctx.bundle, ctx.mode)
+def available_rivals(ctx: Context) -> list[str]:
+    """The rivals whose probabilities the inspector can show: those of the bundle's results table."""
+    rows = data.results_rows(ctx.bundle, ctx.mode)
+    return [m for m in RIVALS if m in rows and m != ROW_DAWIN_TRANSDUCTIVE]
+
+
+def _rival_probabilities(ctx: Context, split: str, i: int, rivals: list[str]) -> dict[str, np.ndarray]:
+    """The class probabilities of each of `rivals` for sample i at the hyperparameters tuned in the sidebar's
+    mode: the logit ensembles' softmax of the mixed logits, DaWin's entropy-weighted mixture, each VRF
+    ablation's mixture with its own tuned (a, b, k) and distances."""
+    hp, sd, rows = ctx.hp, data.split_data(ctx.bundle, split), set(rivals)
     out = {}
     for method, alpha, (t_zs, t_ft) in ((ROW_LOGIT, hp.logit_alpha, (1.0, 1.0)),
                                         (ROW_LOGIT_CAL, hp.logit_cal_alpha, (hp.t_zs, hp.t_ft))):
@@ -121,6 +128,19 @@ def _rival_probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarr
             d = kth_distance(knn_array(sd, params)[[i]], params.k, params.scale)
             out[method] = _mixture(sd, i, weight(d, params.a, params.b, params.rule)[0], *temps(hp, params.calibrate))
     return out
+
+
+def rival_choice(ctx: Context) -> list[str]:
+    """The rivals given a column (and a verdict) in the inspector, chosen above its table."""
+    available = available_rivals(ctx)
+    if not available:
+        return []
+    if "insp-rivals" in st.session_state:  # another bundle may lack some
+        st.session_state["insp-rivals"] = [m for m in st.session_state["insp-rivals"] if m in available]
+    return st.multiselect("Rivals in the table", available, default=[m for m in RIVALS_SHOWN if m in available],
+                          key="insp-rivals", placeholder="only the two models and VRF",
+                          help="Each column: that method's class probabilities on this sample at the values tuned "
+                               f"on {ctx.hp.tuned_on}; the marks above say whether its prediction is right.")
 
 
 def inspector(ctx: Context) -> None:
@@ -143,10 +163,10 @@ def inspector(ctx: Context) -> None:
                     f"w = **{view.w[i]:.3f}** on the fine-tuned model")
         c2.caption(f"`{refs[i]}`")
 
-        probs = _probabilities(ctx, split, i)
+        probs = _probabilities(ctx, split, i, rival_choice(ctx))
         if len(probs) > len(data.METHODS_LIVE):
             stored = data.method_predictions(ctx.bundle, ctx.mode)[split]
-            c2.markdown(f"Rivals, tuned on {ctx.hp.tuned_on}:  \n"
+            c2.markdown(f"Rivals (tuned on {ctx.hp.tuned_on}):  \n"
                         + marks({m: bool(stored[m][i] == view.labels[i]) for m in RIVALS if m in probs}))
         classes = sorted({int(c) for p in probs.values() for c in top_k(p, 5)[0]}, key=lambda c: -probs["VRF"][c])
         table = pd.DataFrame({"class": [("✓ " if c == view.labels[i] else "") + names[c] for c in classes],

@@ -22,8 +22,9 @@ def other_method_filter(ctx: Context) -> tuple[str, str]:
     other = h1.selectbox("Another method", [NO_OTHER] + others, key="sa-other", persist_state="session",
                          help=f"Any method of the results table, at the hyperparameters tuned on {ctx.hp.tuned_on}: "
                               "e.g. the samples VRF gets right and DaWin wrong.")
-    want = h2.segmented_control(f"{other} is", ["any", "right", "wrong"], default="any", required=True,
-                                key="sa-who-other", persist_state="session", disabled=other == NO_OTHER)
+    want = h2.segmented_control("that method is" if other == NO_OTHER else f"{other} is", ["any", "right", "wrong"],
+                                default="any", required=True, key="sa-who-other", persist_state="session",
+                                disabled=other == NO_OTHER)
     return other, want if other != NO_OTHER else "any"
 
 
