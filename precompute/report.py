@@ -15,6 +15,8 @@ JSON output (`--json`):
                    lo/hi the 95% bootstrap interval (absent for "OOD avg")
   ceiling          {column: acc}: the fraction where at least one of the two models is right (a
                    reference, not a method; absent in older bundles)
+  tuning_edges     [{"name", "value", "low", "high", "at": "low" | "high", "sentence"}]: selections at an
+                   edge of their search range (vrf_core.tuning_edges; absent in older bundles)
   recomputed       with --recompute: {"agrees": bool, "differences": [sentence, ...]}
 """
 
@@ -26,6 +28,7 @@ import time
 from vrf_core.bundle import Bundle, BundleError
 from vrf_core.bundle_adapter import compare, rederive
 from vrf_core.evaluate import CEILING
+from vrf_core.tuning_edges import edge_sentence
 
 
 def report(bundle: Bundle, mode: str = "validation") -> dict:
@@ -38,6 +41,9 @@ def report(bundle: Bundle, mode: str = "validation") -> dict:
            "columns": results["columns"], "rows": results["rows"]}
     if CEILING in results:
         rep[CEILING] = results[CEILING]
+    edges = (bundle.manifest.get("tuning_edges") or {}).get(mode)
+    if edges is not None:
+        rep["tuning_edges"] = [{**e, "sentence": edge_sentence(e)} for e in edges]
     return rep
 
 
@@ -65,6 +71,7 @@ def format_table(rep: dict) -> str:
               f"OSE(cal) alpha={s['ose_cal_alpha']} logit alpha={s.get('logit_alpha')} "
               f"logit(cal) alpha={s.get('logit_cal_alpha')} VRF {_vrf_text(s['vrf'])}"]
     lines += [f"        VRF ablation {key}: {_vrf_text(v)}" for key, v in (s.get("ablations") or {}).items()]
+    lines += [f"edge: {e['sentence']}" for e in rep.get("tuning_edges", [])]
     return "\n".join(lines)
 
 

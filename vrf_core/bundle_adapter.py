@@ -118,7 +118,8 @@ def compare(bundle: Bundle, fresh: Derived, tol: float = 1e-9) -> list[str]:
     """Where the bundle's stored derived results differ from `fresh` (an empty list: they agree).
     Manifest keys are compared value by value; stored arrays element by element."""
     out: list[str] = []
-    stored = {k: bundle.manifest.get(k) for k in ("hyperparameters", "topm", "results", "curves")}
+    stored = {k: bundle.manifest[k] for k in ("hyperparameters", "topm", "results", "curves", "tuning_edges")
+              if k in bundle.manifest}  # tuning_edges: absent in bundles written before it
     _differences(stored, fresh.manifest(), "manifest", out, tol)
     for split, arrays in fresh.arrays.items():
         for name, arr in arrays.items():

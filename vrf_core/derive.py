@@ -11,7 +11,8 @@ distances, routing scores) and the WSE predictions, and returns:
 - per mode, the results table (every method, accuracy and bootstrap interval per split),
   the per-sample ceiling (not a row: `results[mode]["ceiling"]`), and the trade-off
   curves (OSE, logit ensemble, each calibrated and not, and WSE: accuracy at every alpha
-  on each test split).
+  on each test split), and the selections at an edge of their search range
+  (`vrf_core.tuning_edges`, manifest `tuning_edges`).
 
 precompute stores the result in the bundle; `precompute report --recompute` calls it
 again on the stored arrays and compares; the dashboard only reads what was stored.
@@ -43,6 +44,7 @@ from vrf_core.evaluate import (
 from vrf_core.logit_ensemble import split_logit_preds
 from vrf_core.topm import ENTROPY_ARRAYS, TABLE_ARRAYS, TopMSplit, TopMTable
 from vrf_core.tuning import TuningSpec, tune_hyperparameters
+from vrf_core.tuning_edges import tuning_edges
 
 MODES = {"validation": "id_val", "oracle": "id_test"}  # tuning mode -> the role of the split it tunes on
 TOP_M = 5  # each model's top classes kept per sample; fallbacks to full rows are rare at 5
@@ -68,13 +70,14 @@ class Derived:
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, dict] = field(default_factory=dict)
+    edges: dict[str, list[dict]] = field(default_factory=dict)  # mode -> selections at a search range's edge
     tuning_seconds: float = 0.0  # of the whole derivation, the time spent choosing hyperparameters
 
     def manifest(self) -> dict:
         """The manifest keys of the derived results (docs/bundle.md)."""
         return {"hyperparameters": {mode: hp.to_json() for mode, hp in self.hyperparameters.items()},
                 "topm": {"m": self.m, "temperatures": [list(p) for p in self.temperatures]},
-                "results": self.results, "curves": self.curves}
+                "results": self.results, "curves": self.curves, "tuning_edges": self.edges}
 
 
 def table_order(splits: list[SplitData]) -> list[SplitData]:
@@ -119,7 +122,7 @@ def derive(splits: list[SplitData], wse_preds: dict[str, np.ndarray | None], spe
     benchmark)."""
     splits = table_order(splits)
     tables = {s.name: _Tables(s, spec.m) for s in splits}
-    hps = {}
+    hps, edges = {}, {}
     t0 = time.perf_counter()
     for mode, role in MODES.items():
         tune = next((s for s in splits if s.role == role), None)
@@ -127,10 +130,11 @@ def derive(splits: list[SplitData], wse_preds: dict[str, np.ndarray | None], spe
             predictor_at = (lambda tz, tf, s=tune: FullMixture(s, tz, tf)) if reference_tuning else \
                 tables[tune.name].predictor
             hps[mode] = tune_hyperparameters(tune, spec.tuning, wse_preds.get(tune.name), predictor_at)
+            edges[mode] = tuning_edges(tune, spec.tuning, hps[mode])
     tuning_seconds = time.perf_counter() - t0
     pairs: list[Pair] = [(1.0, 1.0)]
     pairs += [p for p in dict.fromkeys((float(hp.t_zs), float(hp.t_ft)) for hp in hps.values()) if p not in pairs]
-    out = Derived(hps, pairs, spec.m, tuning_seconds=tuning_seconds)
+    out = Derived(hps, pairs, spec.m, edges=edges, tuning_seconds=tuning_seconds)
     preds: dict[str, dict[str, dict]] = {mode: {} for mode in hps}
     ood = [s.name for s in splits if s.role == "ood"]
     ceilings: dict[str, float] = {}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from vrf_core.dawin import dawin_preds
+from vrf_core.dawin import dawin_preds, dawin_transductive_preds
 from vrf_core.ensembles import softmax
 from vrf_core.logit_ensemble import split_logit_preds
 from vrf_core.metrics import bootstrap_ci
@@ -234,6 +234,7 @@ def method_preds(split: SplitData, hp: Hyperparameters, predictor=None, wse_pred
             to_ft = route_to_ft(routing_scores(split, name, hp.t_ft), thr)
             out[ROUTE_PREFIX + name] = np.where(to_ft, arg_ft, arg_zs)
     out[ROW_DAWIN] = dawin_preds(p)
+    out[ROW_DAWIN_TRANSDUCTIVE] = dawin_transductive_preds(p)  # uses this split's entropy statistics
     for key, row in ABLATION_ROWS.items():
         params = hp.ablations.get(key)
         if params is not None and has_distances(split, params):
