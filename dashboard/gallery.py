@@ -15,7 +15,7 @@ from dashboard.export import show_table
 from dashboard.sidebar import Context
 from dashboard.theme import distance_unit
 from vrf_core.analysis import top_k
-from vrf_core.dawin import dawin_weights
+from vrf_core.dawin import dawin_weights, transductive_weights
 from vrf_core.evaluate import (
     ABLATION_ROWS,
     ROW_DAWIN,
@@ -104,7 +104,7 @@ def _mixture(sd: SplitData, i: int, w: float, t_zs: float, t_ft: float) -> np.nd
 def available_rivals(ctx: Context) -> list[str]:
     """The rivals whose probabilities the inspector can show: those of the bundle's results table."""
     rows = data.results_rows(ctx.bundle, ctx.mode)
-    return [m for m in RIVALS if m in rows and m != ROW_DAWIN_TRANSDUCTIVE]
+    return [m for m in RIVALS if m in rows]
 
 
 def _rival_probabilities(ctx: Context, split: str, i: int, rivals: list[str]) -> dict[str, np.ndarray]:
@@ -119,15 +119,18 @@ def _rival_probabilities(ctx: Context, split: str, i: int, rivals: list[str]) ->
             c_zs, c_ft = logit_coefficients(alpha, t_zs, t_ft)
             mixed = c_zs * np.asarray(sd.logits_zs[[i]], np.float32) + c_ft * np.asarray(sd.logits_ft[[i]], np.float32)
             out[method] = softmax_rows(mixed, 1.0)[0]
-    if ROW_DAWIN in rows:
+    if rows & {ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE}:
         h_zs, h_ft = data.topm_split(ctx.bundle, ctx.mode, split).entropies()
-        out[ROW_DAWIN] = _mixture(sd, i, dawin_weights(h_zs[[i]], h_ft[[i]])[0], hp.t_zs, hp.t_ft)
+        lambdas = {ROW_DAWIN: lambda: dawin_weights(h_zs[[i]], h_ft[[i]])[0],
+                   ROW_DAWIN_TRANSDUCTIVE: lambda: transductive_weights(h_zs, h_ft)[i]}  # the offset: whole split
+        for method in rows & set(lambdas):
+            out[method] = _mixture(sd, i, lambdas[method](), hp.t_zs, hp.t_ft)
     for key, method in ABLATION_ROWS.items():
         params = hp.ablations.get(key)
         if method in rows and params is not None and has_distances(sd, params):
             d = kth_distance(knn_array(sd, params)[[i]], params.k, params.scale)
             out[method] = _mixture(sd, i, weight(d, params.a, params.b, params.rule)[0], *temps(hp, params.calibrate))
-    return out
+    return {m: out[m] for m in RIVALS if m in out}
 
 
 def rival_choice(ctx: Context) -> list[str]:
