@@ -41,6 +41,7 @@ SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF", ROW_LOGIT: "logit"
          ROW_VRF_ZS: "VRF ZS-feat"}
 RIVALS = (ROW_LOGIT, ROW_LOGIT_CAL, ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE, ROW_VRF_TRAIN, ROW_VRF_ZS)  # inspector columns
 RIVALS_SHOWN = (ROW_LOGIT_CAL, ROW_DAWIN)  # at first: the inspector has room for about two more columns
+PROB_COLUMN_PX = 60  # the class and five probability columns fit the inspector of a 1440-px window
 
 
 def marks(right: dict[str, bool]) -> str:
@@ -175,7 +176,7 @@ def inspector(ctx: Context) -> None:
         table = pd.DataFrame({"class": [("✓ " if c == view.labels[i] else "") + names[c] for c in classes],
                               **{m: [float(p[c]) for c in classes] for m, p in probs.items()}})
         bar = {m: st.column_config.ProgressColumn(SHORT.get(m, m), min_value=0.0, max_value=1.0, format="%.2f",
-                                                  width="small", help=m) for m in probs}
+                                                  width=PROB_COLUMN_PX, help=m) for m in probs}
         st.markdown("**Top-5 classes of each model** (✓ = true label)")
         show_table(table, "inspector-top5", f"{split}-{i}-top5", hide_index=True, width="stretch", column_config=bar)
         if ctx.params.calibrate:

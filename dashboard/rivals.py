@@ -94,8 +94,8 @@ def ceiling_lines(plot, ceiling: dict[str, float], x_axis: dict, y_axis: dict) -
     line, font = dict(color=CEILING_COLOR, width=1.5, dash="dash"), dict(size=11, color=CEILING_COLOR)
     plot.fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=line, name=f"{CEILING} (ID)")
     plot.fig.add_shape(type="line", x0=0, x1=1, xref="paper", y0=y, y1=y, line=line, name=f"{CEILING} (OOD)")
-    plot.fig.add_annotation(x=x, y=0, yref="paper", text=f"{CEILING}: ID {100 * i:.1f}%", showarrow=False,
-                            xanchor="right", yanchor="bottom", textangle=-90, font=font)
+    plot.fig.add_annotation(x=x, y=1, yref="paper", text=f"{CEILING}: ID {100 * i:.1f}%", showarrow=False,
+                            xanchor="right", yanchor="top", textangle=-90, font=font)
     plot.fig.add_annotation(x=0, xref="paper", y=y, text=f"{CEILING}: OOD {100 * o:.1f}%", showarrow=False,
                             xanchor="left", yanchor="bottom", font=font)
     _widen(x_axis, x, opts.logit_axes)

@@ -19,8 +19,8 @@ METHOD_COLORS = {
     "logit ensemble": "#D4A72C",
     "logit ensemble (calibrated)": "#8F6F0E",
     "DaWin": "#7B4FB0",
-    "DaWin (transductive)": "#B9A3D9",
-    "VRF (ID-train kNN)": "#F4A3A8",
+    "DaWin (transductive)": "#A07CC8",
+    "VRF (ID-train kNN)": "#D9738A",
     "VRF (zero-shot features)": "#9E2A2F",
     "VRF": "#E45756",
 }

@@ -92,6 +92,12 @@ def test_overview_rows_in_order_and_the_ceiling_unranked(synthetic_bundles, monk
     shown = at.dataframe[0].value  # the ceiling tops every method: it would have been bold had it been a row
     assert all(100 * ceiling[ev.OOD_AVG] > float(str(v).split()[0]) for v in shown.iloc[:, -1])
 
+    ranking = next(m.value for m in at.markdown if "VRF ranks" in m.value)
+    ood = {m: r[ev.OOD_AVG]["acc"] for m, r in stored(synthetic_bundles)["rows"].items()}
+    rank = 1 + sum(a > ood[ev.ROW_VRF] for a in ood.values())  # the controls start at the stored VRF row's values
+    assert f"{ev.OOD_AVG}: VRF ranks **{rank} of {len(ood)}**, best {max(ood, key=ood.get)}" in ranking
+    assert "ceiling" not in ranking and CEILING not in ranking
+
     tuned = at.dataframe[1].value.set_index("hyperparameter")
     hp = bundle_adapter.hyperparameters(open_bundle(synthetic_bundles / "synth"), "validation")
     assert tuned.loc[f"{ev.ROW_LOGIT} alpha"].iloc[0] == f"{hp.logit_alpha:.4g}"

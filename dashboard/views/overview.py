@@ -85,6 +85,21 @@ def results_table(ctx: Context, table: dict, with_ci: bool) -> tuple[Styler, pd.
     return text.style.apply(lambda _: highlight(shown), axis=None), long
 
 
+def ranking_line(ctx: Context, table: dict, idt: str) -> None:
+    """Where VRF (current controls) ranks among every method of the table on ID test and on the OOD average, and
+    the best method on each; the per-sample ceiling is a reference, not a method, so it is not ranked."""
+    parts = []
+    for split, label in ((idt, "ID test"), (OOD_AVG, OOD_AVG)):
+        accs = {m: row[split]["acc"] for m, row in table.items() if split in row}
+        if "VRF" in accs:
+            best = max(accs, key=accs.get)
+            rank = 1 + sum(a > accs["VRF"] for a in accs.values())
+            parts.append(f"{label}: VRF ranks **{rank} of {len(accs)}**, best {best} ({pct(accs[best])})")
+    if parts:
+        st.markdown(" · ".join(parts) + ".", help="Among the rows of the results table below, the VRF row at the "
+                                                  "sidebar's controls; ties share a rank.")
+
+
 def ceiling_line(ctx: Context) -> None:
     """The per-sample ceiling under the table: a reference, not a method (never ranked or highlighted)."""
     ceiling = data.ceiling(ctx.bundle, ctx.mode)
@@ -148,6 +163,7 @@ st.caption(f"Bundle `{ctx.bundle.path}` · created {ctx.bundle.manifest.get('cre
            f"hyperparameters tuned on **{ctx.hp.tuned_on}** ({sidebar.MODES[ctx.mode]})")
 if ctx.bundle.split_names("id_test"):
     headline(ctx, table, ctx.bundle.split_names("id_test")[0])
+    ranking_line(ctx, table, ctx.bundle.split_names("id_test")[0])
 
 st.subheader("Results")
 st.caption("Top-1 accuracy (%) with 95% bootstrap intervals (1,000 resamples). Every method uses the "
