@@ -102,3 +102,18 @@ def ceiling_lines(plot, ceiling: dict[str, float], x_axis: dict, y_axis: dict) -
     _widen(y_axis, y, opts.logit_axes)
     plot.rows.append({"method": f"ceiling ({CEILING})", "hyperparameter": "", "value": np.nan, "ID acc": i,
                       "OOD acc": o})
+
+
+def chart_note(rows: dict, ceiling: dict) -> str:
+    """What the rivals' marks on the chart are (empty when the bundle has none of them)."""
+    parts = []
+    if ev.ROW_LOGIT in rows:
+        parts.append("the logit ensembles (dashed) mix the two models' logits with one alpha for every sample")
+    if any(m in rows for m in POINTS):
+        parts.append("DaWin (diamonds: a per-sample weight from the two models' entropies; 'transductive' uses the "
+                     "test set's entropy statistics) and VRF's ablations (triangles: distance to the whole ID "
+                     "training set, or in zero-shot features) are points at their tuned values")
+    if ceiling:
+        parts.append(f"the dashed grey lines are the per-sample ceiling, {CEILING}: what a perfect choice between "
+                     "the two models per sample would reach, a reference rather than a method")
+    return ("Rivals: " + "; ".join(parts) + ".") if parts else ""

@@ -137,6 +137,7 @@ def test_tradeoff_curves_points_and_ceiling_lines(synthetic_bundles, monkeypatch
             lo, hi = fig["layout"][axis]["range"]
             assert lo < value < hi
     assert sum(CEILING in a["text"] for a in fig["layout"]["annotations"]) == 2
+    assert any(c.value.startswith("Rivals: ") and CEILING in c.value for c in at.caption)
 
 
 def test_per_class_compares_vrf_with_each_method(synthetic_bundles, monkeypatch):
@@ -215,6 +216,7 @@ def test_bundle_without_rivals_renders_every_page(old_bundles, monkeypatch, page
     if page == "views/tradeoff.py":
         fig = figure(at)
         assert not set(RIVALS) & {t["name"] for t in fig["data"]} and not fig["layout"].get("shapes")
+        assert not any(c.value.startswith("Rivals: ") for c in at.caption)
     if page == "views/per_class.py":
         assert not set(RIVALS) & set(at.selectbox(key="pc-ref").options)
     if page == "views/samples.py":

@@ -276,6 +276,8 @@ st.caption("Each curve sweeps one hyperparameter; rings mark the values tuned on
            f"**{ctx.hp.tuned_on}**, the star is VRF with the sidebar controls. **Click a VRF point to adopt its "
            f"{opts.over}.** Up and to the right is better; drag to zoom, double-click to zoom out.")
 show_figure(figure, "to-chart", f"{ctx.bundle.name}-tradeoff", on_select=lambda: adopt(ctx), selection_mode="points")
+if note := rivals.chart_note(data.results_rows(ctx.bundle, ctx.mode), data.ceiling(ctx.bundle, ctx.mode)):
+    st.caption(note)
 if msg := st.session_state.pop("to-msg", None):
     st.toast(msg, icon=":material/touch_app:")
 with st.expander("Curve values"):
