@@ -144,15 +144,13 @@ def ceiling(bundle: Bundle, mode: str) -> dict[str, float]:
     return bundle.manifest["results"][mode].get("ceiling", {})
 
 
-def method_predictions(bundle: Bundle, mode: str) -> dict[str, dict[str, np.ndarray]]:
-    """Per evaluation split, every results-table method's predictions (N,) at the mode's tuned hyperparameters
-    (`vrf_core.evaluate.method_preds`, exact through the top-m tables); the pages take the live VRF from the
-    live view instead."""
-    def make() -> dict:
-        hp = hyperparameters(bundle, mode)
-        return {split: method_preds(split_data(bundle, split), hp, topm_split(bundle, mode, split),
-                                    wse_preds(bundle, split), bundle.wse_alphas) for split in eval_splits(bundle)}
-    return memoize(bundle, ("method_preds", mode), make)
+def method_predictions(bundle: Bundle, mode: str, split: str) -> dict[str, np.ndarray]:
+    """Every results-table method's predictions (N,) on an evaluation split at the mode's tuned hyperparameters
+    (`vrf_core.evaluate.method_preds`, exact through the top-m tables; the logit ensemble reads the logits
+    once), kept per (mode, split); the pages take the live VRF from the live view instead."""
+    return memoize(bundle, ("method_preds", mode, split),
+                   lambda: method_preds(split_data(bundle, split), hyperparameters(bundle, mode),
+                                        topm_split(bundle, mode, split), wse_preds(bundle, split), bundle.wse_alphas))
 
 
 def stored_curves(bundle: Bundle, mode: str) -> dict[str, dict[str, np.ndarray]]:

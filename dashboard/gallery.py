@@ -169,7 +169,7 @@ def inspector(ctx: Context) -> None:
 
         probs = _probabilities(ctx, split, i, rival_choice(ctx))
         if len(probs) > len(data.METHODS_LIVE):
-            stored = data.method_predictions(ctx.bundle, ctx.mode)[split]
+            stored = data.method_predictions(ctx.bundle, ctx.mode, split)
             c2.markdown(f"Rivals (tuned on {ctx.hp.tuned_on}):  \n"
                         + marks({m: bool(stored[m][i] == view.labels[i]) for m in RIVALS if m in probs}))
         classes = sorted({int(c) for p in probs.values() for c in top_k(p, 5)[0]}, key=lambda c: -probs["VRF"][c])

@@ -30,7 +30,7 @@ def class_accuracies(ctx: Context, split: str, min_n: int, ref: str) -> pd.DataF
     """Per class of `split` with at least `min_n` samples: its size, each method's accuracy (the live three and
     `ref`) and VRF's differences to the two models and to `ref` (fractions)."""
     v, names = ctx.view.splits[split], ctx.bundle.split_classnames(split)
-    preds = v.preds if ref in METHODS else {**v.preds, ref: data.method_predictions(ctx.bundle, ctx.mode)[split][ref]}
+    preds = v.preds if ref in METHODS else {**v.preds, ref: data.method_predictions(ctx.bundle, ctx.mode, split)[ref]}
     df = pd.DataFrame({"class": names, "samples": np.bincount(v.labels, minlength=len(names)),
                        **{m: per_class_accuracy(preds[m], v.labels, len(names)) for m in methods_shown(ref)}})
     for other in ("fine-tuned", "zero-shot", ref):

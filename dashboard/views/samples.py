@@ -54,7 +54,7 @@ def filtered_grid(ctx: Context, rows: dict[str, np.ndarray], dataset: str, label
             if want != "any":
                 keep &= v.correct(method)[r] == (want == "right")
         if other_want != "any":
-            right = data.method_predictions(ctx.bundle, ctx.mode)[s][other][r] == v.labels[r]
+            right = data.method_predictions(ctx.bundle, ctx.mode, s)[other][r] == v.labels[r]
             keep &= right == (other_want == "right")
         r = r[keep]
         items += [(s, int(i)) for i in r]
