@@ -90,8 +90,7 @@ def _probabilities(ctx: Context, split: str, i: int, rivals: list[str]) -> dict[
     sd = data.split_data(ctx.bundle, split)
     t_zs, t_ft = (ctx.hp.t_zs, ctx.hp.t_ft) if ctx.params.calibrate else (1.0, 1.0)
     p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
-    w = ctx.view.splits[split].w[i]
-    return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs,
+    return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": _mixture(sd, i, ctx.view.splits[split].w[i], t_zs, t_ft),
             **_rival_probabilities(ctx, split, i, rivals)}
 
 
@@ -112,23 +111,23 @@ def _rival_probabilities(ctx: Context, split: str, i: int, rivals: list[str]) ->
     """The class probabilities of each of `rivals` for sample i at the hyperparameters tuned in the sidebar's
     mode: the logit ensembles' softmax of the mixed logits, DaWin's entropy-weighted mixture, each VRF
     ablation's mixture with its own tuned (a, b, k) and distances."""
-    hp, sd, rows = ctx.hp, data.split_data(ctx.bundle, split), set(rivals)
+    hp, sd, chosen = ctx.hp, data.split_data(ctx.bundle, split), set(rivals)
     out = {}
     for method, alpha, (t_zs, t_ft) in ((ROW_LOGIT, hp.logit_alpha, (1.0, 1.0)),
                                         (ROW_LOGIT_CAL, hp.logit_cal_alpha, (hp.t_zs, hp.t_ft))):
-        if method in rows and alpha is not None:
+        if method in chosen and alpha is not None:
             c_zs, c_ft = logit_coefficients(alpha, t_zs, t_ft)
             mixed = c_zs * np.asarray(sd.logits_zs[[i]], np.float32) + c_ft * np.asarray(sd.logits_ft[[i]], np.float32)
             out[method] = softmax_rows(mixed, 1.0)[0]
-    if rows & {ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE}:
+    if chosen & {ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE}:
         h_zs, h_ft = data.topm_split(ctx.bundle, ctx.mode, split).entropies()
         lambdas = {ROW_DAWIN: lambda: dawin_weights(h_zs[[i]], h_ft[[i]])[0],
                    ROW_DAWIN_TRANSDUCTIVE: lambda: transductive_weights(h_zs, h_ft)[i]}  # the offset: whole split
-        for method in rows & set(lambdas):
+        for method in chosen & set(lambdas):
             out[method] = _mixture(sd, i, lambdas[method](), hp.t_zs, hp.t_ft)
     for key, method in ABLATION_ROWS.items():
         params = hp.ablations.get(key)
-        if method in rows and params is not None and has_distances(sd, params):
+        if method in chosen and params is not None and has_distances(sd, params):
             d = kth_distance(knn_array(sd, params)[[i]], params.k, params.scale)
             out[method] = _mixture(sd, i, weight(d, params.a, params.b, params.rule)[0], *temps(hp, params.calibrate))
     return {m: out[m] for m in RIVALS if m in out}

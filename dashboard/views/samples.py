@@ -19,6 +19,8 @@ def other_method_filter(ctx: Context) -> tuple[str, str]:
     """One more method of the results table (at its tuned values) and whether it must be right or wrong."""
     others = [m for m in rivals.ordered(data.results_rows(ctx.bundle, ctx.mode)) if m not in data.METHODS_LIVE]
     h1, h2, _ = st.columns([1.2, 1, 1.8], vertical_alignment="bottom")
+    if st.session_state.get("sa-other") not in [NO_OTHER] + others:  # another bundle may lack it
+        st.session_state["sa-other"] = NO_OTHER
     other = h1.selectbox("Another method", [NO_OTHER] + others, key="sa-other", persist_state="session",
                          help=f"Any method of the results table, at the hyperparameters tuned on {ctx.hp.tuned_on}: "
                               "e.g. the samples VRF gets right and DaWin wrong.")
