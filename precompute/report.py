@@ -68,8 +68,10 @@ def format_table(rep: dict) -> str:
     s = rep["hyperparameters"]
     lines += ["", "chosen: "
               f"T_zs={s['t_zs']:.3f} T_ft={s['t_ft']:.3f} WSE alpha={s['wse_alpha']} OSE alpha={s['ose_alpha']} "
-              f"OSE(cal) alpha={s['ose_cal_alpha']} logit alpha={s.get('logit_alpha')} "
-              f"logit(cal) alpha={s.get('logit_cal_alpha')} VRF {_vrf_text(s['vrf'])}"]
+              f"OSE(cal) alpha={s['ose_cal_alpha']} "
+              + (f"logit alpha={s['logit_alpha']} logit(cal) alpha={s['logit_cal_alpha']} "
+                 if s.get("logit_alpha") is not None else "")
+              + f"VRF {_vrf_text(s['vrf'])}"]
     lines += [f"        VRF ablation {key}: {_vrf_text(v)}" for key, v in (s.get("ablations") or {}).items()]
     lines += [f"edge: {e['sentence']}" for e in rep.get("tuning_edges", [])]
     return "\n".join(lines)

@@ -113,6 +113,22 @@ def test_report_rows_agree_with_plain_recomputation(synthetic_bundles, capsys, m
     assert set(curves["logit ensemble"]) == set(curves["OSE"])
 
 
+def test_report_lists_the_edges_in_text_and_json(synthetic_bundles, capsys):
+    path = synthetic_bundles / "synth"
+    stored = open_bundle(path).manifest["tuning_edges"]
+    assert set(stored) == {"validation", "oracle"}
+    for mode, flag in (("validation", []), ("oracle", ["--oracle"])):
+        _, rep = report_json(capsys, path, *flag)
+        assert [{k: v for k, v in e.items() if k != "sentence"} for e in rep["tuning_edges"]] == stored[mode]
+        capsys.readouterr()
+        main(["report", str(path), *flag])
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("edge: ")]
+        assert lines == [f"edge: {e['sentence']}" for e in rep["tuning_edges"]]
+        for e in rep["tuning_edges"]:
+            assert e["at"] in ("low", "high") and e["value"] == e[e["at"]]
+            assert "value searched" in e["sentence"] and "alpha" not in e["name"]
+
+
 def test_ablation_rows_agree_with_plain_recomputation():
     """Until synthetic bundles carry the ablations' distances: SplitData built with them."""
     rng = np.random.default_rng(7)

@@ -4,6 +4,8 @@ equal those computed from the logits; tuning ties and edges; manifests written b
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vrf_core import evaluate
 from vrf_core.calibration import T_MAX
@@ -75,6 +77,17 @@ def test_rivals_with_ties_flat_rows_and_fallbacks():
     h_zs, h_ft = live.entropies()
     np.testing.assert_allclose(h_zs[:50], np.log(40), rtol=1e-6)
     assert (evaluate.method_preds(split, hyperparameters(1.0, 1.0), live)["DaWin"][:50] == 0).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), c=st.integers(2, 30), m=st.integers(1, 6), levels=st.integers(2, 5),
+       t=st.sampled_from([(1.0, 1.0), (0.5, 1.3), (2.0, 0.7)]))
+def test_property_rivals_equal_the_full_computation(seed, c, m, levels, t):
+    """Logits from a few levels (ties, equal entropies, lambda = 1/2 exactly), any m, any temperatures."""
+    rng = np.random.default_rng(seed)
+    zs = rng.integers(0, levels, size=(48, c)).astype(np.float32)
+    ft = rng.integers(0, levels, size=(48, c)).astype(np.float32)
+    assert_rivals_exact(split_with_ablations(zs, ft, rng), hyperparameters(*t), m)
 
 
 def test_entropies_stored_with_the_tables_equal_the_logits_ones_bitwise():

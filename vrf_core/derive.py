@@ -6,8 +6,9 @@ distances, routing scores) and the WSE predictions, and returns:
 - the hyperparameters of each tuning mode ("validation": tuned on the `id_val` split;
   "oracle": on `id_test`), chosen by `vrf_core.tuning`;
 - per split, each model's predictions and the top-m tables (`vrf_core.topm`) for T = 1
-  and each mode's calibrated temperatures: with them a reader decides any mixture's
-  argmax exactly without the N x C logits;
+  and each mode's calibrated temperatures, with each model's entropy there: with them a
+  reader decides any mixture's argmax (VRF, its ablations, DaWin) exactly without the
+  N x C logits;
 - per mode, the results table (every method, accuracy and bootstrap interval per split),
   the per-sample ceiling (not a row: `results[mode]["ceiling"]`), and the trade-off
   curves (OSE, logit ensemble, each calibrated and not, and WSE: accuracy at every alpha
@@ -103,14 +104,20 @@ def _logit_combos(ose_alphas: list[float], hps: dict[str, Hyperparameters]) -> l
     return list(dict.fromkeys((float(al), *t) for t in pairs for al in ose_alphas))
 
 
-def _curves(split: SplitData, p: TopMSplit, ose_alphas: list[float], wse: np.ndarray | None) -> dict[str, list[float]]:
+def _curves(p: TopMSplit, ose_alphas: list[float], wse: np.ndarray | None) -> dict[str, list[float]]:
     out = {method: [p.ose_accuracy(float(al), calibrated) for al in ose_alphas]
            for method, calibrated in ((ROW_OSE, False), (ROW_OSE_CAL, True))}
-    for method, t in ((ROW_LOGIT, (1.0, 1.0)), (ROW_LOGIT_CAL, p.temperatures)):
-        combos = [(float(al), *map(float, t)) for al in ose_alphas]
-        out[method] = [float((preds == split.labels).mean()) for preds in split_logit_preds(split, combos).values()]
     if wse is not None:
         out[ROW_WSE] = (np.asarray(wse) == p.labels[None, :]).mean(axis=1).tolist()
+    return out
+
+
+def _logit_curves(split: SplitData, t: Pair, ose_alphas: list[float]) -> dict[str, list[float]]:
+    """The logit ensemble's accuracy at every alpha, plain and at the calibrated pair `t`."""
+    out = {}
+    for method, pair in ((ROW_LOGIT, (1.0, 1.0)), (ROW_LOGIT_CAL, t)):
+        combos = [(float(al), *map(float, pair)) for al in ose_alphas]
+        out[method] = [float((preds == split.labels).mean()) for preds in split_logit_preds(split, combos).values()]
     return out
 
 
@@ -145,7 +152,9 @@ def derive(splits: list[SplitData], wse_preds: dict[str, np.ndarray | None], spe
             p = tables[split.name].predictor(hp.t_zs, hp.t_ft)
             preds[mode][split.name] = method_preds(split, hp, p, wse, spec.tuning.wse_alphas)
             if split.role != "id_val":
-                for method, curve in _curves(split, p, spec.tuning.ose_alphas, wse).items():
+                curves = _curves(p, spec.tuning.ose_alphas, wse) | _logit_curves(split, p.temperatures,
+                                                                                 spec.tuning.ose_alphas)
+                for method, curve in curves.items():
                     out.curves.setdefault(mode, {}).setdefault(method, {})[split.name] = curve
         p = tables[split.name].predictor(1.0, 1.0)
         arrays = {"preds_zs": p.model_preds("zs"), "preds_ft": p.model_preds("ft")}

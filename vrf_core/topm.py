@@ -14,7 +14,9 @@ predictions equal `mixture_preds` on every sample (tests/test_topm.py).
 
 Usage: `split = TopMSplit.from_split_data(split_data, t_zs, t_ft)`, then
 `split.vrf_accuracy(params)`, `split.vrf_preds(params)`, `split.ose_accuracy(alpha, calibrated)`,
-`split.mixture_preds(w, calibrated)` and `split.model_preds("zs" | "ft")`; `ose_curve` and
+`split.mixture_preds(w, calibrated)`, `split.model_preds("zs" | "ft")` and `split.entropies()` (each
+model's softmax entropy, DaWin's input, kept with the tables since they are built in the same pass
+over the logits); `ose_curve` and
 `vrf_curve` sweep several splits at once. Building a temperature pair's tables (on first use)
 costs one pass over both models' logits; docs/benchmarks.md has the figures.
 """
@@ -22,6 +24,7 @@ costs one pass over both models' logits; docs/benchmarks.md has the figures.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -90,14 +93,18 @@ def _largest(e: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[:m], vals[m]
 
 
-def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m: int):
+def _top_m_block(l_zs: np.ndarray, l_ft: np.ndarray, t_zs: float, t_ft: float, m: int,
+                 buffers: tuple[np.ndarray, np.ndarray] | None = None):
     """Candidates and bounds of a block of rows. Only the probabilities that are kept are divided
     out; p = float32(e / s) is monotone in e, so ranking by e ranks the probabilities. The entropies
-    come from the same exponentials (`row_softmax.entropy_from_exp`, as `entropy_rows` forms them)."""
-    (e_ft, s_ft, arg_ft, x_ft), (e_zs, s_zs, arg_zs, x_zs) = (exp_rows(l_ft, t_ft, keep_shifted=True),
-                                                              exp_rows(l_zs, t_zs, keep_shifted=True))
-    h_ft, h_zs = entropy_from_exp(e_ft, s_ft, x_ft), entropy_from_exp(e_zs, s_zs, x_zs)
-    del x_ft, x_zs
+    come from the same exponentials (`row_softmax.entropy_from_exp`, as `entropy_rows` forms them).
+    buffers: two reused (>= n, C) float64 blocks for the exponentials."""
+    b_ft, b_zs = buffers or (None, None)
+    e_ft, s_ft, arg_ft, x = exp_rows(l_ft, t_ft, keep_shifted=True, out=b_ft)
+    h_ft = entropy_from_exp(e_ft, s_ft, x)
+    e_zs, s_zs, arg_zs, x = exp_rows(l_zs, t_zs, keep_shifted=True, out=b_zs)  # one shifted block alive at a time
+    h_zs = entropy_from_exp(e_zs, s_zs, x)
+    del x
     tops, bounds = [], []
     for e, s in ((e_ft, s_ft), (e_zs, s_zs)):
         top, r = _largest(e, m)
@@ -115,11 +122,15 @@ def _build_top_m(logits_zs, logits_ft, t_zs: float, t_ft: float, m: int, threads
               np.empty((2 * m, n), np.float32), np.empty(n, np.float32), np.empty(n, np.float32),
               np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32))
 
+    local = threading.local()  # each thread's two exponential blocks, reused from block to block
+
     def fill(s: int) -> None:
         e = min(s + ROW_CHUNK, n)
+        if not hasattr(local, "buffers"):
+            local.buffers = tuple(np.empty((ROW_CHUNK, logits_ft.shape[1]), np.float64) for _ in range(2))
         (t.cand[:, s:e], t.p_ft[:, s:e], t.p_zs[:, s:e], t.r_ft[s:e], t.r_zs[s:e], t.arg_ft[s:e],
          t.arg_zs[s:e], t.h_zs[s:e], t.h_ft[s:e]) = _top_m_block(
-            logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m)
+            logits_zs[s:e], logits_ft[s:e], t_zs, t_ft, m, local.buffers)
 
     # exp and the divisions release the GIL, so row blocks overlap in threads.
     with ThreadPoolExecutor(max_workers=threads) as pool:
