@@ -7,17 +7,13 @@ The expensive steps (kNN searches, the embedding map) are content-keyed stages o
 a `StageCache` (precompute/stage_cache.py): keyed by the bytes of the arrays they read
 and their settings. The manifest's description of the run is built in precompute/manifest.py.
 
-Each evaluation split's kNN stage writes, besides the VRF distances to the ZSF set
-(`knn_sqdist`, `knn_index`), the inputs of the two VRF ablations (paper Fig. 4):
-- `knn_sqdist_train` (n, K): squared distances of the split's fine-tuned features to their K
-  nearest neighbours in the training base: the whole ID training set's fine-tuned features, or a
-  seeded sample of `knn_train_base` of them when the training set is larger. It is the same search
-  as the kNN routing score's: `score_knn` is minus the square root of its kk-th distance
-  (kk = knn_train_k), so both come from one search.
-- `knn_sqdist_zs` (n, K): squared distances of the split's ZERO-SHOT features to the ZSF set's
-  zero-shot features; written only when the training split and every evaluation split carry
-  zero-shot features (an import may not), else left out with a log line.
-K is ensemble.k_max as for `knn_sqdist`; features are L2-normalised before every search.
+Each evaluation split's kNN stage also writes the inputs of the two VRF ablations (paper Fig. 4):
+K = ensemble.k_max ascending squared L2 distances of L2-normalised features, float32 (n, K):
+- `knn_sqdist_train`: fine-tuned features to the training base, the whole ID training set or a seeded
+  sample of `knn_train_base` of its rows when it is larger. One search with the kNN routing score:
+  `score_knn` is minus the square root of its kk-th distance (kk = knn_train_k).
+- `knn_sqdist_zs`: zero-shot features to the ZSF set's zero-shot features; left out (with a log line)
+  unless the training split and every evaluation split carry zero-shot features.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ against a brute-force numpy kNN computed here from the stored or extracted featu
 its own definition; the zero-shot array absent when an import has no zero-shot features; the kNN stages
 reused by a second run and recomputed when the training set changes. Three sources: the synthetic
 writers (assemble with a stage cache, and the drawn ImageNet-shaped one), `precompute import`, and a tiny
-real `precompute run`."""
+real `precompute run`; and the training split's zero-shot features cost no extra forward pass."""
 
 import json
 import shutil
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from tiny import tiny_config, tiny_local_dir
+from tiny import CLASSES, image_folder_tree, tiny_config, tiny_local_dir
 
 from precompute.assemble import AssembleSettings, assemble
 from precompute.config import load_config
@@ -26,7 +27,10 @@ from precompute.synthetic.large import LargeSpec, write_large_bundle
 from precompute.synthetic.splits import SetSpec, make_split
 from precompute.synthetic.world import TOY, World
 from vrf_core.bundle import open_bundle
+from vrf_core.data import image_folder
+from vrf_core.extract import extract
 from vrf_core.knn import knn_sqdist
+from vrf_core.models import ImageClassifier, load_clip
 
 K_MAX = 12  # above the kNN routing score's k = 10 (the tiny run's k_max = 8 is below it)
 SETTINGS = AssembleSettings(k_max=K_MAX, wse_alphas=None, umap=False)
@@ -232,6 +236,8 @@ def test_a_real_run_stores_both_arrays_equal_to_a_brute_force_search(tiny_run):
                            {s: cached(out, s, "zs", "features_zs") for s in splits})
     for split in splits:  # the bundle's zero-shot features are the extracted ones
         np.testing.assert_array_equal(bundle.array(split, "features_zs"), cached(out, split, "zs", "features_zs"))
+        # the ZSF set is part of the training set, searched whole here: its neighbours are never nearer
+        assert (bundle.array(split, "knn_sqdist_train") <= bundle.array(split, "knn_sqdist") + 1e-6).all()
 
 
 def test_a_rerun_reuses_the_stages_and_a_changed_training_set_recomputes_them(tiny_run):
@@ -252,3 +258,23 @@ def test_a_rerun_reuses_the_stages_and_a_changed_training_set_recomputes_them(ti
                            cached(changed.path, "train", "zs", "features_zs"),
                            {s: cached(changed.path, s, "ft", "features_ft") for s in splits},
                            {s: cached(changed.path, s, "zs", "features_zs") for s in splits})
+
+
+def test_keeping_the_training_split_s_zero_shot_features_costs_no_forward_pass(tmp_path):
+    """The training split's extraction runs each model once per batch, whether or not it keeps its features."""
+    clip = load_clip(f"local-dir:{tiny_local_dir(tmp_path / 'model')}")
+    folders = [c.replace(" ", "_") for c in CLASSES]
+    data = image_folder("train", str(image_folder_tree(tmp_path / "train", 5, 0)), CLASSES, folders)
+    torch.manual_seed(0)
+    models = {m: ImageClassifier(clip.model.visual, torch.randn(4, 32)) for m in ("zs", "ft")}
+    calls = {m: 0 for m in models}
+    for m, model in models.items():
+        model.register_forward_hook(lambda *_, m=m: calls.__setitem__(m, calls[m] + 1))
+    outputs = {}
+    for kept in [("ft",), ("zs", "ft")]:
+        calls.update(zs=0, ft=0)
+        outputs[kept] = extract(models, data, clip.preprocess_eval, features_of=kept, preds_only=True,
+                                batch_size=6, workers=0)
+        assert calls == {"zs": 4, "ft": 4}  # 20 images in batches of 6
+    assert "features_zs" not in outputs[("ft",)] and outputs[("zs", "ft")]["features_zs"].shape == (20, 32)
+    np.testing.assert_array_equal(outputs[("ft",)]["preds_zs"], outputs[("zs", "ft")]["preds_zs"])

@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
              "config": {"run": {"seed": 0}}}
     reference = assemble(tmp / "reference", "roundtrip", train, splits, SETTINGS, extra)
     train_arrays = {"labels": train.labels, "paths": train.refs, "features_ft": train.features_ft,
-                    "logits_zs": train.logits_zs, "logits_ft": train.logits_ft}
+                    "features_zs": train.features_zs, "logits_zs": train.logits_zs, "logits_ft": train.logits_ft}
     export_arrays(reference.path, tmp / "export", train_arrays)
     return reference, tmp / "export"
 
@@ -69,7 +69,7 @@ def test_round_trip_gives_the_reference_report(exported, tmp_path):
         ours, theirs = report(bundle, mode), report(reference, mode)
         assert ours["rows"] == theirs["rows"] and ours["hyperparameters"] == theirs["hyperparameters"]
     for split in reference.split_names("zsf", "id_val", "id_test", "ood"):
-        for name in ("knn_sqdist", "knn_index", "score_mahalanobis", "umap"):
+        for name in ("knn_sqdist", "knn_index", "knn_sqdist_train", "knn_sqdist_zs", "score_mahalanobis", "umap"):
             if reference.has(split, name):
                 np.testing.assert_array_equal(bundle.array(split, name), reference.array(split, name))
     assert open_bundle(bundle.path, verify=True).manifest["models"] == MODELS
