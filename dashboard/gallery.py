@@ -176,7 +176,7 @@ def inspector(ctx: Context) -> None:
                               **{m: [float(p[c]) for c in classes] for m, p in probs.items()}})
         bar = {m: st.column_config.ProgressColumn(SHORT.get(m, m), min_value=0.0, max_value=1.0, format="%.2f",
                                                   width=PROB_COLUMN_PX, help=m) for m in probs}
-        st.markdown("**Top-5 classes of each model** (✓ = true label)")
+        st.markdown("**Top-5 classes of each method** (✓ = true label)")
         show_table(table, "inspector-top5", f"{split}-{i}-top5", hide_index=True, width="stretch", column_config=bar)
         if ctx.params.calibrate:
             st.caption(f"Temperature-scaled: T_zs = {ctx.hp.t_zs:.2f}, T_ft = {ctx.hp.t_ft:.2f}; "
