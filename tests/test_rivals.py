@@ -4,6 +4,7 @@ the bundle's stored arrays and stored hyperparameters; tuning of the logit alpha
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,36 @@ def test_a_bundle_written_before_the_rivals_still_reports(synthetic_bundles, tmp
     assert any("topm_h_zs.npy: recomputed but not stored" in d for d in diffs)
     # Nothing that was stored before differs.
     assert not [d for d in diffs if "stored values differ" in d or ": stored " in d]
+
+
+@pytest.mark.parametrize("page", ["views/overview.py", "views/tradeoff.py", "views/samples.py", "views/per_class.py"])
+def test_a_bundle_written_before_the_rivals_shows_in_the_dashboard(synthetic_bundles, tmp_path_factory, monkeypatch,
+                                                                   page):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path_factory.getbasetemp() / "old-bundles"
+    if not (root / "old").exists():
+        root.mkdir(exist_ok=True)
+        _strip_rivals(synthetic_bundles / "synth", root / "old")
+    monkeypatch.setenv("VRF_BUNDLES", str(root))
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=90).run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title
+
+
+def test_a_malformed_tuning_edges_key_is_one_clear_line(synthetic_bundles, tmp_path, capsys):
+    from vrf_core.bundle_schema import check_manifest
+
+    m = json.loads((synthetic_bundles / "synth" / "manifest.json").read_text())
+    assert check_manifest(m) is None
+    for bad in ({"validation": [{"name": "VRF a", "value": 1.0}]}, {"validation": "a"},
+                {"oracle": [{"name": "T_zs", "value": 10.0, "low": 0.1, "high": 10.0, "at": "top"}]}):
+        assert "tuning_edges" in check_manifest({**m, "tuning_edges": bad})
+    shutil.copytree(synthetic_bundles / "synth", tmp_path / "bad")
+    (tmp_path / "bad" / "manifest.json").write_text(json.dumps({**m, "tuning_edges": {"validation": "a"}}))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tuning_edges" in err[0] and "Traceback" not in err[0]

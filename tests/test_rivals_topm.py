@@ -208,3 +208,14 @@ def test_hyperparameters_from_an_old_manifest():
     split = split_with_ablations(*random_logits(rng, 80, 6), rng)
     rows = evaluate.method_preds(split, Hyperparameters.from_json({**old, "t_zs": T_ZS, "t_ft": T_FT}))
     assert "logit ensemble" not in rows and "VRF (ID-train kNN)" not in rows and "DaWin" in rows
+
+
+@pytest.mark.parametrize("n", [1, 2047, 2048, 5000])
+def test_routing_scores_in_blocks_equal_the_whole_computation_bitwise(n):
+    from vrf_core.routing import energy_score, msp_score
+
+    z = (np.random.default_rng(n).normal(size=(n, 300)) * 4).astype(np.float32)
+    split = SplitData("s", "ood", np.zeros(n, int), z, z, np.zeros((n, 1), np.float32))
+    np.testing.assert_array_equal(evaluate.routing_scores(split, "msp", 0.7), msp_score(z / 0.7))
+    np.testing.assert_array_equal(evaluate.routing_scores(split, "energy", 0.7), energy_score(z, 0.7))
+    assert evaluate.routing_scores(split, "msp", 0.7) is evaluate.routing_scores(split, "msp", 0.7)  # cached

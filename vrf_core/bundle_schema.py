@@ -108,6 +108,24 @@ def check_array(m: dict, rel: str, info: dict) -> str | None:
     return None
 
 
+EDGE_KEYS = ("name", "value", "low", "high", "at")
+
+
+def _check_edges(edges) -> str | None:
+    """The optional `tuning_edges` key (vrf_core.tuning_edges): mode -> [{name, value, low, high, at}]."""
+    if edges is None:
+        return None
+    if not isinstance(edges, dict) or not all(isinstance(v, list) for v in edges.values()):
+        return "'tuning_edges' must map each tuning mode to a list of edges"
+    for mode, items in edges.items():
+        for e in items:
+            if not isinstance(e, dict) or any(k not in e for k in EDGE_KEYS) or e["at"] not in ("low", "high") or \
+                    not all(isinstance(e[k], (int, float)) for k in ("value", "low", "high")):
+                return (f"'tuning_edges.{mode}': {e!r} is not an edge {{name, value, low, high, at: 'low' | 'high'}} "
+                        f"(rebuild the bundle, or drop the key)")
+    return None
+
+
 def check_manifest(m: dict, folder: str = "<this folder>") -> str | None:
     """The first thing wrong with a manifest (as one sentence naming the key or file), or None.
     folder: the bundle's folder, as the rebuild command should name it."""
@@ -141,6 +159,9 @@ def check_manifest(m: dict, folder: str = "<this folder>") -> str | None:
         for key in ("hyperparameters", "results", "curves"):
             if mode not in m[key]:
                 return f"'{key}' has no {mode!r} entry (tuned on the {role} split)"
+    problem = _check_edges(m.get("tuning_edges"))
+    if problem:
+        return problem
     for rel, info in m["files"].items():
         problem = check_array(m, rel, info)
         if problem:

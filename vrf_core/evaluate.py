@@ -166,11 +166,21 @@ def vrf_preds(split: SplitData, params: VRFParams, t: tuple[float, float]) -> np
     return mixture_preds(split, vrf_weights(split, params), t_zs, t_ft)
 
 
+ROUTE_BLOCK = 2048  # rows per block of the logit-based routing scores
+
+
 def routing_scores(split: SplitData, name: str, t_ft: float = 1.0) -> np.ndarray:
-    if name == "msp":
-        return msp_score(np.asarray(split.logits_ft) / t_ft)
-    if name == "energy":
-        return energy_score(np.asarray(split.logits_ft), t_ft)
+    """A routing baseline's ID score (N,); the logit-based ones are kept in the split's cache (a full
+    pass over the logits each: the dashboard asks on every redraw)."""
+    if name in ("msp", "energy"):
+        key = ("route", name, round(float(t_ft), 8))
+        if key not in split._cache:  # in row blocks (the scores are row-wise): no N x C float64 temporaries
+            logits, out = split.logits_ft, np.empty(len(split), np.float64)
+            for s in range(0, len(out), ROUTE_BLOCK):
+                block = np.asarray(logits[s:s + ROUTE_BLOCK])
+                out[s:s + ROUTE_BLOCK] = msp_score(block / t_ft) if name == "msp" else energy_score(block, t_ft)
+            split._cache[key] = out
+        return split._cache[key]
     if name in split.ood_scores:
         return np.asarray(split.ood_scores[name], dtype=np.float64)
     raise KeyError(f"split {split.name} has no {name!r} score")

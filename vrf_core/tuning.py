@@ -19,6 +19,8 @@ Ties are broken explicitly, towards the more robust choice, so that the choice d
 not depend on the order of a config's lists:
 - WSE, OSE and logit-ensemble alphas: the smallest alpha (the most weight on the zero-shot model);
 - VRF and its ablations: the lowest mean weight on the fine-tuned model, then the smallest k, a, b.
+
+Selections at an end of their search range are listed by `vrf_core.tuning_edges`.
 """
 
 from __future__ import annotations
