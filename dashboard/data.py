@@ -25,7 +25,7 @@ from PIL import Image
 
 from vrf_core import bundle_adapter
 from vrf_core.bundle import Bundle, open_bundle
-from vrf_core.evaluate import ROLES_EVAL, Hyperparameters, SplitData, VRFParams
+from vrf_core.evaluate import ROLES_EVAL, Hyperparameters, SplitData, VRFParams, method_preds
 from vrf_core.topm import TopMSplit
 from vrf_core.weights import kth_distance, weight
 
@@ -136,6 +136,21 @@ def results_rows(bundle: Bundle, mode: str) -> dict:
     """The stored results table with the tuned hyperparameters ({method: {split: {acc, lo, hi}}});
     the pages take the VRF row from the live view instead."""
     return bundle.manifest["results"][mode]["rows"]
+
+
+def ceiling(bundle: Bundle, mode: str) -> dict[str, float]:
+    """The stored per-sample ceiling (at least one model right): split (and OOD avg) -> accuracy; empty for
+    bundles derived before it. A reference line, never a row of the results table."""
+    return bundle.manifest["results"][mode].get("ceiling", {})
+
+
+def method_predictions(bundle: Bundle, mode: str, split: str) -> dict[str, np.ndarray]:
+    """Every results-table method's predictions (N,) on an evaluation split at the mode's tuned hyperparameters
+    (`vrf_core.evaluate.method_preds`, exact through the top-m tables; the logit ensemble reads the logits
+    once), kept per (mode, split); the pages take the live VRF from the live view instead."""
+    return memoize(bundle, ("method_preds", mode, split),
+                   lambda: method_preds(split_data(bundle, split), hyperparameters(bundle, mode),
+                                        topm_split(bundle, mode, split), wse_preds(bundle, split), bundle.wse_alphas))
 
 
 def stored_curves(bundle: Bundle, mode: str) -> dict[str, dict[str, np.ndarray]]:

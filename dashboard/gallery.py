@@ -15,21 +15,43 @@ from dashboard.export import show_table
 from dashboard.sidebar import Context
 from dashboard.theme import distance_unit
 from vrf_core.analysis import top_k
+from vrf_core.dawin import dawin_weights, transductive_weights
+from vrf_core.evaluate import (
+    ABLATION_ROWS,
+    ROW_DAWIN,
+    ROW_DAWIN_TRANSDUCTIVE,
+    ROW_LOGIT,
+    ROW_LOGIT_CAL,
+    ROW_VRF_TRAIN,
+    ROW_VRF_ZS,
+    SplitData,
+    has_distances,
+    knn_array,
+    temps,
+)
+from vrf_core.logit_ensemble import coefficients as logit_coefficients
 from vrf_core.topm import softmax_rows
+from vrf_core.weights import kth_distance, weight
 
 COLUMNS = 3
 PAGE_SIZE = 12
 NEIGHBOURS_SHOWN = 8
-SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF"}
+SHORT = {"zero-shot": "ZS", "fine-tuned": "FT", "VRF": "VRF", ROW_LOGIT: "logit", ROW_LOGIT_CAL: "logit (T)",
+         ROW_DAWIN: "DaWin", ROW_DAWIN_TRANSDUCTIVE: "DaWin (transd.)", ROW_VRF_TRAIN: "VRF train-kNN",
+         ROW_VRF_ZS: "VRF ZS-feat"}
+RIVALS = (ROW_LOGIT, ROW_LOGIT_CAL, ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE, ROW_VRF_TRAIN, ROW_VRF_ZS)  # inspector columns
+RIVALS_SHOWN = (ROW_LOGIT_CAL, ROW_DAWIN)  # at first: the inspector has room for about two more columns
+PROB_COLUMN_PX = 60  # the class and five probability columns fit the inspector of a 1440-px window
+
+
+def marks(right: dict[str, bool]) -> str:
+    """`✓ ZS ✗ FT ✓ VRF` in green and red."""
+    return " ".join(f":{'green' if ok else 'red'}[{'✓' if ok else '✗'} {SHORT.get(m, m)}]" for m, ok in right.items())
 
 
 def verdicts(view: data.SplitView, i: int) -> str:
-    """`✓ ZS ✗ FT ✓ VRF` in green and red."""
-    marks = []
-    for method in data.METHODS_LIVE:
-        ok = bool(view.preds[method][i] == view.labels[i])
-        marks.append(f":{'green' if ok else 'red'}[{'✓' if ok else '✗'} {SHORT[method]}]")
-    return " ".join(marks)
+    """The live three methods' marks on sample i."""
+    return marks({m: bool(view.preds[m][i] == view.labels[i]) for m in data.METHODS_LIVE})
 
 
 def _inspect(item: tuple[str, int]) -> None:
@@ -62,13 +84,66 @@ def grid(ctx: Context, items: list[tuple[str, int]], key: str) -> None:
                       type="primary" if current == (split, i) else "secondary", width="stretch")
 
 
-def _probabilities(ctx: Context, split: str, i: int) -> dict[str, np.ndarray]:
-    """The probabilities that enter the mixture (temperature-scaled when calibration is on)."""
+def _probabilities(ctx: Context, split: str, i: int, rivals: list[str]) -> dict[str, np.ndarray]:
+    """The probabilities that enter the mixture (temperature-scaled when calibration is on), then each of
+    `rivals` at its tuned values (`_rival_probabilities`)."""
     sd = data.split_data(ctx.bundle, split)
     t_zs, t_ft = (ctx.hp.t_zs, ctx.hp.t_ft) if ctx.params.calibrate else (1.0, 1.0)
     p_zs, p_ft = softmax_rows(sd.logits_zs[[i]], t_zs)[0], softmax_rows(sd.logits_ft[[i]], t_ft)[0]
-    w = ctx.view.splits[split].w[i]
-    return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": w * p_ft + (1 - w) * p_zs}
+    return {"zero-shot": p_zs, "fine-tuned": p_ft, "VRF": _mixture(sd, i, ctx.view.splits[split].w[i], t_zs, t_ft),
+            **_rival_probabilities(ctx, split, i, rivals)}
+
+
+def _mixture(sd: SplitData, i: int, w: float, t_zs: float, t_ft: float) -> np.ndarray:
+    """w p_ft + (1 - w) p_zs of sample i, in float32 as `TopMSplit.mixture_preds` forms it (same argmax)."""
+    w = np.float32(w)
+    p_ft, p_zs = softmax_rows(sd.logits_ft[[i]], t_ft)[0], softmax_rows(sd.logits_zs[[i]], t_zs)[0]
+    return w * p_ft + (np.float32(1.0) - w) * p_zs
+
+
+def available_rivals(ctx: Context) -> list[str]:
+    """The rivals whose probabilities the inspector can show: those of the bundle's results table."""
+    rows = data.results_rows(ctx.bundle, ctx.mode)
+    return [m for m in RIVALS if m in rows]
+
+
+def _rival_probabilities(ctx: Context, split: str, i: int, rivals: list[str]) -> dict[str, np.ndarray]:
+    """The class probabilities of each of `rivals` for sample i at the hyperparameters tuned in the sidebar's
+    mode: the logit ensembles' softmax of the mixed logits, DaWin's entropy-weighted mixture, each VRF
+    ablation's mixture with its own tuned (a, b, k) and distances."""
+    hp, sd, chosen = ctx.hp, data.split_data(ctx.bundle, split), set(rivals)
+    out = {}
+    for method, alpha, (t_zs, t_ft) in ((ROW_LOGIT, hp.logit_alpha, (1.0, 1.0)),
+                                        (ROW_LOGIT_CAL, hp.logit_cal_alpha, (hp.t_zs, hp.t_ft))):
+        if method in chosen and alpha is not None:
+            c_zs, c_ft = logit_coefficients(alpha, t_zs, t_ft)
+            mixed = c_zs * np.asarray(sd.logits_zs[[i]], np.float32) + c_ft * np.asarray(sd.logits_ft[[i]], np.float32)
+            out[method] = softmax_rows(mixed, 1.0)[0]
+    if chosen & {ROW_DAWIN, ROW_DAWIN_TRANSDUCTIVE}:
+        h_zs, h_ft = data.topm_split(ctx.bundle, ctx.mode, split).entropies()
+        lambdas = {ROW_DAWIN: lambda: dawin_weights(h_zs[[i]], h_ft[[i]])[0],
+                   ROW_DAWIN_TRANSDUCTIVE: lambda: transductive_weights(h_zs, h_ft)[i]}  # the offset: whole split
+        for method in chosen & set(lambdas):
+            out[method] = _mixture(sd, i, lambdas[method](), hp.t_zs, hp.t_ft)
+    for key, method in ABLATION_ROWS.items():
+        params = hp.ablations.get(key)
+        if method in chosen and params is not None and has_distances(sd, params):
+            d = kth_distance(knn_array(sd, params)[[i]], params.k, params.scale)
+            out[method] = _mixture(sd, i, weight(d, params.a, params.b, params.rule)[0], *temps(hp, params.calibrate))
+    return {m: out[m] for m in RIVALS if m in out}
+
+
+def rival_choice(ctx: Context) -> list[str]:
+    """The rivals given a column (and a verdict) in the inspector, chosen above its table."""
+    available = available_rivals(ctx)
+    if not available:
+        return []
+    if "insp-rivals" in st.session_state:  # another bundle may lack some
+        st.session_state["insp-rivals"] = [m for m in st.session_state["insp-rivals"] if m in available]
+    return st.multiselect("Rivals in the table", available, default=[m for m in RIVALS_SHOWN if m in available],
+                          key="insp-rivals", placeholder="only the two models and VRF",
+                          help="Each column: that method's class probabilities on this sample at the values tuned "
+                               f"on {ctx.hp.tuned_on}; the marks above say whether its prediction is right.")
 
 
 def inspector(ctx: Context) -> None:
@@ -91,13 +166,17 @@ def inspector(ctx: Context) -> None:
                     f"w = **{view.w[i]:.3f}** on the fine-tuned model")
         c2.caption(f"`{refs[i]}`")
 
-        probs = _probabilities(ctx, split, i)
+        probs = _probabilities(ctx, split, i, rival_choice(ctx))
+        if len(probs) > len(data.METHODS_LIVE):
+            stored = data.method_predictions(ctx.bundle, ctx.mode, split)
+            c2.markdown(f"Rivals (tuned on {ctx.hp.tuned_on}):  \n"
+                        + marks({m: bool(stored[m][i] == view.labels[i]) for m in RIVALS if m in probs}))
         classes = sorted({int(c) for p in probs.values() for c in top_k(p, 5)[0]}, key=lambda c: -probs["VRF"][c])
         table = pd.DataFrame({"class": [("✓ " if c == view.labels[i] else "") + names[c] for c in classes],
                               **{m: [float(p[c]) for c in classes] for m, p in probs.items()}})
-        bar = {m: st.column_config.ProgressColumn(m, min_value=0.0, max_value=1.0, format="%.2f", width="small")
-               for m in probs}
-        st.markdown("**Top-5 classes of each model** (✓ = true label)")
+        bar = {m: st.column_config.ProgressColumn(SHORT.get(m, m), min_value=0.0, max_value=1.0, format="%.2f",
+                                                  width=PROB_COLUMN_PX, help=m) for m in probs}
+        st.markdown("**Top-5 classes of each method** (✓ = true label)")
         show_table(table, "inspector-top5", f"{split}-{i}-top5", hide_index=True, width="stretch", column_config=bar)
         if ctx.params.calibrate:
             st.caption(f"Temperature-scaled: T_zs = {ctx.hp.t_zs:.2f}, T_ft = {ctx.hp.t_ft:.2f}; "

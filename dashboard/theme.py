@@ -16,8 +16,16 @@ METHOD_COLORS = {
     "route: mahalanobis": "#BCBD22",
     "route: knn": "#6B6ECF",
     "route: relative_mahalanobis": "#AD494A",
+    "logit ensemble": "#D4A72C",
+    "logit ensemble (calibrated)": "#8F6F0E",
+    "DaWin": "#7B4FB0",
+    "DaWin (transductive)": "#A07CC8",
+    "VRF (ID-train kNN)": "#D9738A",
+    "VRF (zero-shot features)": "#9E2A2F",
     "VRF": "#E45756",
 }
+# The per-sample ceiling (at least one model right): a reference line, not a method.
+CEILING_COLOR = "#4D4D4D"
 
 # Pseudo-datasets of the training split on the Distances page and the map.
 ZSF, OTHER_TRAIN = "ZSF set", "other ID train"

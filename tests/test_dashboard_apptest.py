@@ -170,7 +170,7 @@ def test_tradeoff_and_per_class_options(synthetic_bundles, monkeypatch):
     at.button_group(key="to-sens").set_value("k").run()
     no_exception(at)
     at.switch_page("views/per_class.py").run()
-    at.button_group(key="pc-ref").set_value("zero-shot").run()
+    at.selectbox(key="pc-ref").set_value("zero-shot").run()
     no_exception(at)
     table = next(d.value for d in at.dataframe if "VRF − zero-shot" in d.value.columns)
     assert table["VRF − zero-shot"].is_monotonic_decreasing

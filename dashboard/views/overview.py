@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 from pandas.io.formats.style import Styler
 
-from dashboard import data, sidebar
+from dashboard import data, rivals, sidebar
 from dashboard.export import show_table
 from dashboard.sidebar import Context
-from dashboard.theme import method_color
+from dashboard.theme import CEILING_COLOR, method_color
 from vrf_core.evaluate import OOD_AVG
 from vrf_core.metrics import bootstrap_ci
 
@@ -85,6 +85,32 @@ def results_table(ctx: Context, table: dict, with_ci: bool) -> tuple[Styler, pd.
     return text.style.apply(lambda _: highlight(shown), axis=None), long
 
 
+def ranking_line(ctx: Context, table: dict, idt: str) -> None:
+    """Where VRF (current controls) ranks among every method of the table on ID test and on the OOD average, and
+    the best method on each; the per-sample ceiling is a reference, not a method, so it is not ranked."""
+    parts = []
+    for split, label in ((idt, "ID test"), (OOD_AVG, OOD_AVG)):
+        accs = {m: row[split]["acc"] for m, row in table.items() if split in row}
+        if "VRF" in accs:
+            best = max(accs, key=accs.get)
+            rank = 1 + sum(a > accs["VRF"] for a in accs.values())
+            parts.append(f"{label}: VRF ranks **{rank} of {len(accs)}**, best {best} ({pct(accs[best])})")
+    if parts:
+        st.markdown(" · ".join(parts) + ".", help="Among the rows of the results table below, the VRF row at the "
+                                                  "sidebar's controls; ties share a rank.")
+
+
+def ceiling_line(ctx: Context) -> None:
+    """The per-sample ceiling under the table: a reference, not a method (never ranked or highlighted)."""
+    ceiling = data.ceiling(ctx.bundle, ctx.mode)
+    cells = " · ".join(f"{s} **{pct(ceiling[s])}**" for s in data.test_splits(ctx.bundle) + [OOD_AVG] if s in ceiling)
+    if cells:
+        st.markdown(f"<span style='color:{CEILING_COLOR}'>┄ Per-sample ceiling, {rivals.CEILING}: {cells}</span>",
+                    unsafe_allow_html=True,
+                    help="The fraction of samples at least one of the two models gets right: what a perfect "
+                         "per-sample choice between them would reach. A reference, not a method: not ranked.")
+
+
 def tuned_table(ctx: Context) -> pd.DataFrame:
     """Every tuned hyperparameter per tuning mode, beside the sidebar's current VRF values."""
     hps = {mode: data.hyperparameters(ctx.bundle, mode) for mode in sidebar.MODES
@@ -99,6 +125,7 @@ def tuned_table(ctx: Context) -> pd.DataFrame:
         rows[f"VRF {name}"] = {m: fmt(getattr(h.vrf, name)) for m, h in hps.items()}
     for name in sorted({n for h in hps.values() for n in h.routing_thresholds}):
         rows[f"threshold {name}"] = {m: fmt(h.routing_thresholds.get(name)) for m, h in hps.items()}
+    rows.update(rivals.tuned_rows(hps, fmt))
     tuned = pd.DataFrame(rows).T
     tuned.columns = [sidebar.MODES[m] for m in tuned.columns]
     tuned["current controls"] = ""
@@ -130,12 +157,13 @@ def bundle_section(ctx: Context) -> None:
 
 
 ctx = sidebar.context()
-table = results(ctx)
+table = rivals.ordered(results(ctx))
 st.title(f"{ctx.bundle.name}")
 st.caption(f"Bundle `{ctx.bundle.path}` · created {ctx.bundle.manifest.get('created', '?')} · "
            f"hyperparameters tuned on **{ctx.hp.tuned_on}** ({sidebar.MODES[ctx.mode]})")
 if ctx.bundle.split_names("id_test"):
     headline(ctx, table, ctx.bundle.split_names("id_test")[0])
+    ranking_line(ctx, table, ctx.bundle.split_names("id_test")[0])
 
 st.subheader("Results")
 st.caption("Top-1 accuracy (%) with 95% bootstrap intervals (1,000 resamples). Every method uses the "
@@ -145,6 +173,7 @@ with_ci = st.toggle("Show the 95% intervals", value=True, key="ov-ci", persist_s
 styler, long = results_table(ctx, table, with_ci)
 show_table(styler, "results", f"{ctx.bundle.name}-results", csv=long, width="stretch",
            column_config={"_index": st.column_config.Column(width="medium")})
+ceiling_line(ctx)
 st.caption("Bold: best in the column. `route: …` rows route each sample wholly to one model with an OOD score "
            "at the threshold that keeps 95% of the validation split.")
 

@@ -4,14 +4,30 @@ largest d; an inspector for one image."""
 import numpy as np
 import streamlit as st
 
-from dashboard import data, gallery, sidebar
+from dashboard import data, gallery, rivals, sidebar
 from dashboard.sidebar import Context
 from dashboard.theme import distance_unit
 
 ALL = "all test sets"
 MAP = "map selection"
+NO_OTHER = "no other method"
 SORTS = ["d ascending", "d descending", "w ascending", "w descending", "dataset order"]
 Items = list[tuple[str, int]]
+
+
+def other_method_filter(ctx: Context) -> tuple[str, str]:
+    """One more method of the results table (at its tuned values) and whether it must be right or wrong."""
+    others = [m for m in rivals.ordered(data.results_rows(ctx.bundle, ctx.mode)) if m not in data.METHODS_LIVE]
+    h1, h2, _ = st.columns([1.2, 1, 1.8], vertical_alignment="bottom")
+    if st.session_state.get("sa-other") not in [NO_OTHER] + others:  # another bundle may lack it
+        st.session_state["sa-other"] = NO_OTHER
+    other = h1.selectbox("Another method", [NO_OTHER] + others, key="sa-other", persist_state="session",
+                         help=f"Any method of the results table, at the hyperparameters tuned on {ctx.hp.tuned_on}: "
+                              "e.g. the samples VRF gets right and DaWin wrong.")
+    want = h2.segmented_control("that method is" if other == NO_OTHER else f"{other} is", ["any", "right", "wrong"],
+                                default="any", required=True, key="sa-who-other", persist_state="session",
+                                disabled=other == NO_OTHER)
+    return other, want if other != NO_OTHER else "any"
 
 
 def filtered_grid(ctx: Context, rows: dict[str, np.ndarray], dataset: str, label: str) -> Items:
@@ -23,6 +39,7 @@ def filtered_grid(ctx: Context, rows: dict[str, np.ndarray], dataset: str, label
                                              key=f"sa-who-{method}", persist_state="session")
                for col, method in zip((f1, f2, f3), data.METHODS_LIVE)}
         order = f4.selectbox("Sort by", SORTS, key="sa-sort", persist_state="session")
+        other, other_want = other_method_filter(ctx)
         all_d = np.concatenate([views[s].d[r] for s, r in rows.items()]) if rows else np.zeros(1)
         d_lo, d_hi = (float(np.floor(all_d.min() * 100) / 100), float(np.ceil(all_d.max() * 100) / 100)) \
             if len(all_d) else (0.0, 1.0)
@@ -38,6 +55,9 @@ def filtered_grid(ctx: Context, rows: dict[str, np.ndarray], dataset: str, label
         for method, want in who.items():
             if want != "any":
                 keep &= v.correct(method)[r] == (want == "right")
+        if other_want != "any":
+            right = data.method_predictions(ctx.bundle, ctx.mode, s)[other][r] == v.labels[r]
+            keep &= right == (other_want == "right")
         r = r[keep]
         items += [(s, int(i)) for i in r]
         keys.append({"d": v.d[r], "w": v.w[r]}.get(order[0], np.zeros(len(r))))

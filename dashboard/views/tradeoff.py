@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import data, sidebar
+from dashboard import data, rivals, sidebar
 from dashboard.export import show_figure, show_table
 from dashboard.sidebar import Context
 from dashboard.theme import OOD_AVG_COLOR, accuracy_axis, distance_unit, logit_ticks, method_color, style, vline
@@ -161,16 +161,17 @@ def tradeoff_figure(ctx: Context, opts: ChartOptions) -> tuple[go.Figure, pd.Dat
     the current controls; and the values behind the curves (accuracies in %)."""
     hp, p, plot = ctx.hp, ctx.params, TradeoffPlot(opts)
     tuned_alphas = {"OSE": hp.ose_alpha, "OSE (calibrated)": hp.ose_cal_alpha, "WSE": hp.wse_alpha,
-                    "logit ensemble": hp.logit_alpha, "logit ensemble (calibrated)": hp.logit_cal_alpha}
+                    **rivals.tuned_alphas(hp)}
     for method, accs in data.stored_curves(ctx.bundle, ctx.mode).items():
         alphas = ctx.bundle.wse_alphas if method == "WSE" else ctx.bundle.ose_alphas
-        plot.curve(method, "α", alphas, accs, tuned_alphas[method], hp.tuned_on,
-                   dash="dot" if method == "OSE" else None)
+        plot.curve(method, "α", alphas, accs, tuned_alphas.get(method), hp.tuned_on,
+                   dash=rivals.CURVE_DASH.get(method))
     plot.curve("VRF", opts.over, *vrf_sweep(ctx, p, opts.over), kind=opts.over, width=3)
     rows = data.results_rows(ctx.bundle, ctx.mode)
     for method in ["zero-shot", "fine-tuned"] + ([m for m in rows if m.startswith("route:")] if opts.show_routing
                                                  else []):
         plot.model(method, rows[method][opts.id_name]["acc"], rows[method][opts.y_axis]["acc"])
+    rivals.points(plot, rows, hp.tuned_on)
     if p != hp.vrf:
         ti, to = plot.vrf_at(data.live_view(ctx.bundle, ctx.mode, hp.vrf))
         plot.points("VRF tuned", [ti], [to], [["tuned", 0.0, "VRF tuned", 100 * ti, 100 * to]],
@@ -183,6 +184,7 @@ def tradeoff_figure(ctx: Context, opts: ChartOptions) -> tuple[go.Figure, pd.Dat
                                             line=dict(width=1.5, color="black")))
     plot.anchors.append(ci)
     x_axis, y_axis = plot.axes()
+    rivals.ceiling_lines(plot, data.ceiling(ctx.bundle, ctx.mode), x_axis, y_axis)
     ood_words = f"average of {len(opts.shifts)} shifts" if opts.y_axis == OOD_AVG else opts.y_axis
     style(plot.fig, height=560, xaxis=dict(title=f"ID accuracy, {opts.id_name} (%)", **x_axis),
           yaxis=dict(title=f"OOD accuracy, {ood_words} (%)", **y_axis), clickmode="event+select", dragmode="zoom")
@@ -274,6 +276,8 @@ st.caption("Each curve sweeps one hyperparameter; rings mark the values tuned on
            f"**{ctx.hp.tuned_on}**, the star is VRF with the sidebar controls. **Click a VRF point to adopt its "
            f"{opts.over}.** Up and to the right is better; drag to zoom, double-click to zoom out.")
 show_figure(figure, "to-chart", f"{ctx.bundle.name}-tradeoff", on_select=lambda: adopt(ctx), selection_mode="points")
+if note := rivals.chart_note(data.results_rows(ctx.bundle, ctx.mode), data.ceiling(ctx.bundle, ctx.mode)):
+    st.caption(note)
 if msg := st.session_state.pop("to-msg", None):
     st.toast(msg, icon=":material/touch_app:")
 with st.expander("Curve values"):
