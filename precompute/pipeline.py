@@ -35,7 +35,7 @@ from vrf_core.distributed import barrier, init_distributed, is_main, world_size
 from vrf_core.extract import jpeg_thumbnail
 from vrf_core.filesafe import atomic_write_json
 from vrf_core.finetune import finetune
-from vrf_core.flyp import ContrastiveObjective
+from vrf_core.flyp import ContrastiveObjective, interpolated_clip
 from vrf_core.image_scan import scan_images
 from vrf_core.models import (
     ImageClassifier,
@@ -159,18 +159,16 @@ def _flyp_finetuned(cfg: Config, clip, head_key: str, classnames: list[str], tem
         objective = ContrastiveObjective(ft_clip, clip.tokenizer, classnames, templates, cfg.finetune.flyp_targets)
         final, info = _trained(cfg, objective, head_key, train, val, clip, device, out, stages)
         ft_clip.load_state_dict(load_weights(final))
-    zs_sd, ft_sd = clip.model.state_dict(), ft_clip.state_dict()
-    ft_clip_key = content_key("flyp", head_key, state_dict_sha256(ft_sd))  # head_key: zs weights, names, templates
+    ft_clip_key = content_key("flyp", head_key, state_dict_sha256(ft_clip.state_dict()))  # head_key: zs weights,
+    # class names, templates
 
     def classifier(model, key: str) -> ImageClassifier:
         own = dataclasses.replace(clip, model=model, weights_sha256=key, zero_shot_head=None)
         return ImageClassifier(model.visual, _zs_head(own, classnames, templates, device, stages)[0]).to(device)
 
     def wse(alpha: float) -> tuple[ImageClassifier, str]:
-        model = copy.deepcopy(ft_clip)
-        model.load_state_dict(interpolate_state_dicts(zs_sd, ft_sd, alpha))
         key = content_key("flyp-wse", ft_clip_key, alpha)
-        return classifier(model, key), key
+        return classifier(interpolated_clip(clip.model, ft_clip, alpha), key), key
 
     return classifier(ft_clip, ft_clip_key), info, wse
 

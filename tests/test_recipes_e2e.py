@@ -35,7 +35,7 @@ from vrf_core.datasets.metadata import (
 from vrf_core.zeroshot import resolve_templates
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-IMAGENET_RECIPES = ["imagenet_vitb16_e2e", "imagenet_vitb16_lpft", "imagenet_vitb32_e2e"]
+IMAGENET_RECIPES = ["imagenet_vitb16_e2e", "imagenet_vitb16_lpft", "imagenet_vitb32_e2e", "imagenet_vitb16_flyp"]
 SIDE = 16
 LEARNED = dict.fromkeys((0, 217, 417, 640, 999), 24)  # ImageNet class index -> training images (others: 1)
 HOLDOUT = {"imagenet": 20, "cifar10": 12, "entity30": 20}

@@ -16,6 +16,7 @@ are the whole global batch and the loss (and its gradient) is that of one proces
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from vrf_core.distributed import gather_rows
 from vrf_core.models import ImageClassifier
+from vrf_core.wse import interpolate_state_dicts
 from vrf_core.zeroshot import zero_shot_head
 
 FLYP_LR = 1e-5                    # FLYP's ImageNet recipe (E2E's is 3e-5)
@@ -117,3 +119,10 @@ class ContrastiveObjective:
     def classifier(self) -> ImageClassifier:
         device = next(self.module.parameters()).device
         return flyp_classifier(self.module, self.tokenizer, self.classnames, self.templates, device)
+
+
+def interpolated_clip(zs_clip: nn.Module, ft_clip: nn.Module, alpha: float) -> nn.Module:
+    """WSE over both towers and the logit scale: a copy of the model with (1 - alpha) * zs + alpha * ft."""
+    model = copy.deepcopy(ft_clip)
+    model.load_state_dict(interpolate_state_dicts(zs_clip.state_dict(), ft_clip.state_dict(), alpha))
+    return model
