@@ -159,8 +159,8 @@ def _flyp_finetuned(cfg: Config, clip, head_key: str, classnames: list[str], tem
         objective = ContrastiveObjective(ft_clip, clip.tokenizer, classnames, templates, cfg.finetune.flyp_targets)
         final, info = _trained(cfg, objective, head_key, train, val, clip, device, out, stages)
         ft_clip.load_state_dict(load_weights(final))
-    ft_clip_key = content_key("flyp", head_key, state_dict_sha256(ft_clip.state_dict()))  # head_key: zs weights,
-    # class names, templates
+    # head_key covers the zero-shot weights, the class names and the templates the heads are built from
+    ft_clip_key = content_key("flyp", head_key, state_dict_sha256(ft_clip.state_dict()))
 
     def classifier(model, key: str) -> ImageClassifier:
         own = dataclasses.replace(clip, model=model, weights_sha256=key, zero_shot_head=None)
