@@ -107,7 +107,8 @@ class ContrastiveObjective:
         """(the global batch's contrastive loss, the share of its images whose best caption names their class)."""
         img, txt, scale = _encode(net, images, self.captions(labels, index).to(images.device))
         img, txt, labels = gather_rows(img.float()), gather_rows(txt.float()), gather_rows(labels)
-        loss = contrastive_loss(img, txt, scale.float(), labels if self.targets == "class" else None)
+        with torch.autocast(images.device.type, enabled=False):  # (B, B) logits up to 100: float32
+            loss = contrastive_loss(img, txt, scale.float(), labels if self.targets == "class" else None)
         with torch.no_grad():
             acc = (labels[(img @ txt.T).argmax(1)] == labels).float().mean().item()
         return loss, acc
