@@ -24,8 +24,10 @@ from vrf_core.progress import log
 # A reduced world for tests: the same pipeline, seconds instead of minutes.
 SMALL_SIZES = {"train": 600, "test": 200, "v2": 100, "sketch": 100, "rendition": 100, "hard": 70, "clutter": 100}
 SMALL_PRETRAIN = {"steps": 40, "corpus": CorpusSpec(size=2000)}
-# FLYP on the demo: E2E's schedule (DEMO_FINETUNE) at FLYP's rate. Chosen on the validation split.
-DEMO_FLYP = {"mode": "flyp", "lr": 3e-5}
+# FLYP on the demo: E2E's schedule (DEMO_FINETUNE), the rate chosen by the fine-tuned model's accuracy on the
+# validation split over 3e-5, 1e-4, 3e-4, 1e-3 (86.0, 93.8, 97.2, 97.4 %): training both towers contrastively
+# from this tiny CLIP wants a larger rate than E2E's 1e-4 (ImageNet's FLYP rate is a third of E2E's).
+DEMO_FLYP = {"mode": "flyp", "lr": 1e-3}
 
 
 def demo_config(out: Path, model_dir: Path, meta: dict, small: bool, finetune_mode: str = "e2e") -> dict:
