@@ -2,6 +2,7 @@
 the fine-tuned text tower, WSE over both towers, resume after a real kill, two-process DDP, config errors, and
 a `precompute run` end to end."""
 
+import json
 import math
 import os
 import signal
@@ -26,7 +27,7 @@ from vrf_core.flyp import (
     flyp_classifier,
     interpolated_clip,
 )
-from vrf_core.models import ImageClassifier, load_clip, load_weights
+from vrf_core.models import ImageClassifier, load_clip, load_weights, save_weights
 from vrf_core.zeroshot import zero_shot_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +276,8 @@ def test_precompute_run_with_flyp_end_to_end(tiny, tmp_path, capsys):
     assert len(ft_info["history"]) == 2
 
     zs_clip, ft_clip = load_clip(f"local-dir:{model_dir}"), load_clip(f"local-dir:{model_dir}")
-    ft_clip.model.load_state_dict(load_weights(tmp_path / "bundle" / ft_info["checkpoint"]))
+    checkpoint = tmp_path / "bundle" / ft_info["checkpoint"]
+    ft_clip.model.load_state_dict(load_weights(checkpoint))
     names = [c.replace(" ", "_") for c in CLASSES]
     test = image_folder("test", str(tmp_path / "data/test"), CLASSES, names)
     x = torch.stack([zs_clip.preprocess_eval(test.load(i)) for i in range(len(test))])
@@ -290,3 +292,19 @@ def test_precompute_run_with_flyp_end_to_end(tiny, tmp_path, capsys):
     assert bundle.wse_alphas == [0.0, 0.5, 1.0]
     preds_wse = np.asarray(bundle.array("test", "preds_wse"))
     assert (preds_wse[1] == wse_logits[order].argmax(1)).mean() >= 0.95
+    # The fine-tuned checkpoint as finetune.checkpoint, in a new folder: no training, the same fine-tuned model.
+    text = config.read_text().replace("[finetune]\n", f"[finetune]\ncheckpoint = {json.dumps(str(checkpoint))}\n")
+    config.write_text(text.replace('out = "bundle"', 'out = "again"'))
+    assert cli(["run", "--config", str(config)]) == 0
+    again = open_bundle(tmp_path / "again", verify=True)
+    assert again.manifest["models"]["ft"]["finetune"] == {"checkpoint": str(checkpoint)}
+    np.testing.assert_array_equal(np.asarray(again.array("test", "logits_ft")),
+                                  np.asarray(bundle.array("test", "logits_ft")))
+    # An ImageClassifier state dict is not a FLYP checkpoint: one error line naming the file (when the model loads).
+    classifier_file = tmp_path / "classifier.safetensors"
+    save_weights(flyp_classifier(ft_clip.model, zs_clip.tokenizer, CLASSES, TEMPLATES), classifier_file)
+    config.write_text(text.replace(str(checkpoint), str(classifier_file)))
+    capsys.readouterr()
+    assert cli(["run", "--config", str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "classifier.safetensors: not a fine-tuned checkpoint of this CLIP model" in errors[0]
