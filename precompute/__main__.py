@@ -48,6 +48,8 @@ def build_parser(prog: str = "python -m precompute", add_more_subcommands=None) 
     p = sub.add_parser("demo", help="build the demo bundle (generated world + tiny CLIP pretrained here)")
     p.add_argument("--out", default="bundles/demo", help="bundle folder (default: bundles/demo)")
     p.add_argument("--small", action="store_true", help="a reduced world for tests (seconds, not minutes)")
+    p.add_argument("--finetune", choices=("e2e", "flyp"), default="e2e",
+                   help="fine-tuning: end-to-end (default) or FLYP, contrastive over both towers")
     p.add_argument("--no-report", action="store_true", help="do not print the results table")
     p = sub.add_parser("run", help="the full pipeline for a config file")
     p.add_argument("--config", required=True, help="TOML config (see README and recipes/)")
@@ -98,7 +100,7 @@ def execute(args: argparse.Namespace) -> int:
     elif args.command == "demo":
         from precompute.demo import build_demo
 
-        bundle = build_demo(Path(args.out), small=args.small)
+        bundle = build_demo(Path(args.out), small=args.small, finetune=args.finetune)
         print(f"demo bundle built in {time.perf_counter() - t0:.0f} s: {args.out}", file=sys.stderr)
         if not args.no_report:
             from precompute.report import print_report

@@ -20,11 +20,12 @@ from precompute.config import Config, ConfigError
 from precompute.sources import dataset_types, resolve_classnames
 from vrf_core.calibration import METHODS
 from vrf_core.devices import DEVICES, PRECISIONS
+from vrf_core.flyp import TARGETS
 from vrf_core.knn import BACKENDS
 from vrf_core.weights import K_RULES, RULES, SCALES
 from vrf_core.zeroshot import TEMPLATE_SETS, read_template_file
 
-FINETUNE_MODES = ("e2e", "lpft", "none")  # none: use finetune.checkpoint as it is
+FINETUNE_MODES = ("e2e", "lpft", "flyp", "none")  # none: use finetune.checkpoint as it is
 RESERVED_SPLITS = ("train", "zsf", "val", "test")  # bundle split names an OOD dataset cannot take
 CLASS_MARK = "\0"  # stands in for a class name when a template is tried
 
@@ -66,6 +67,7 @@ LIMITS = {  # "data" stands for every [data.*] section
 ALPHAS = Limit(0, high=1)
 CHOICES = {
     "model.precision": PRECISIONS, "finetune.precision": PRECISIONS, "finetune.mode": FINETUNE_MODES,
+    "finetune.flyp_targets": TARGETS,
     "ensemble.weight_rule": RULES, "ensemble.distance": SCALES, "ensemble.calibration": METHODS,
     "ensemble.knn_backend": BACKENDS,
 }
@@ -219,6 +221,8 @@ def check_config(cfg: Config, where: str) -> None:
     resolve_classnames(cfg.classes.names, cfg.base_dir, where)
     check_templates(where, cfg)
     check_roles(where, cfg)
+    if cfg.finetune.mode == "flyp":
+        check_flyp(where, cfg)
 
 
 def data_sections(cfg: Config) -> dict:
@@ -241,3 +245,21 @@ def check_roles(where: str, cfg: Config) -> None:
         fail(where, "finetune.checkpoint", cfg.finetune.checkpoint,
              f"does not exist ({cfg.resolve(cfg.finetune.checkpoint)}); give a fine-tuned state dict's path, "
              "relative to the config's folder")
+
+
+def check_flyp(where: str, cfg: Config) -> None:
+    """finetune.mode = "flyp": a contrastive loss over batches of (image, class caption) pairs, both towers."""
+    from vrf_core.legacy_checkpoint import is_wiseft_checkpoint
+
+    ft = cfg.finetune
+    if ft.batch_size < 2:
+        fail(where, "finetune.batch_size", ft.batch_size, "must be >= 2 with finetune.mode = \"flyp\": the other "
+                                                           "captions of a batch are each image's negatives")
+    if ft.label_smoothing:
+        fail(where, "finetune.label_smoothing", ft.label_smoothing, "does not apply to finetune.mode = \"flyp\" "
+                                                                   "(a contrastive loss, no class logits); remove it")
+    pretrained = cfg.resolve(cfg.model.pretrained) if cfg.model.pretrained else None
+    if pretrained is not None and pretrained.is_file() and is_wiseft_checkpoint(pretrained):
+        fail(where, "model.pretrained", cfg.model.pretrained,
+             "is a WiSE-FT classifier (an image tower and a head, no text tower), but finetune.mode = \"flyp\" "
+             "fine-tunes the text tower too; give CLIP weights with both towers (e.g. \"openai\")")

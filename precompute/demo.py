@@ -4,6 +4,7 @@ The demo world (precompute/demo_world) writes image folders; a tiny open_clip CL
 pretrained contrastively on that world's caption corpus; then the ordinary `run`
 pipeline treats it exactly like CLIP on ImageNet: zero-shot head from class names
 and templates, end-to-end fine-tuning on the ID training split, extraction, bundle.
+`finetune="flyp"` fine-tunes with FLYP instead (vrf_core/flyp.py), in a run of its own name.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from vrf_core.progress import log
 # A reduced world for tests: the same pipeline, seconds instead of minutes.
 SMALL_SIZES = {"train": 600, "test": 200, "v2": 100, "sketch": 100, "rendition": 100, "hard": 70, "clutter": 100}
 SMALL_PRETRAIN = {"steps": 40, "corpus": CorpusSpec(size=2000)}
+# FLYP on the demo: E2E's schedule (DEMO_FINETUNE), the rate chosen by the fine-tuned model's accuracy on the
+# validation split over 3e-5, 1e-4, 3e-4, 1e-3 (86.0, 93.8, 97.2, 97.4 %): training both towers contrastively
+# from this tiny CLIP wants a larger rate than E2E's 1e-4 (ImageNet's FLYP rate is a third of E2E's).
+DEMO_FLYP = {"mode": "flyp", "lr": 1e-3}
 
 
-def demo_config(out: Path, model_dir: Path, meta: dict, small: bool) -> dict:
+def demo_config(out: Path, model_dir: Path, meta: dict, small: bool, finetune_mode: str = "e2e") -> dict:
     """The demo as an ordinary `run` config (printed into the bundle's manifest like any other)."""
     data = {
         "train": {"type": "folder", "path": meta["splits"]["train"],
@@ -33,11 +38,12 @@ def demo_config(out: Path, model_dir: Path, meta: dict, small: bool) -> dict:
         "test": {"type": "folder", "path": meta["splits"]["test"]},
         "ood": {s: {"type": "folder", "path": meta["splits"][s]} for s in meta["shifts"]},
     }
-    finetune = {**DEMO_FINETUNE, "workers": 0, "seed": 0}
+    finetune = {**DEMO_FINETUNE, **(DEMO_FLYP if finetune_mode == "flyp" else {}), "workers": 0, "seed": 0}
     if small:
         finetune.update(epochs=2)
+    name = ("demo-small" if small else "demo") + ("" if finetune_mode == "e2e" else f"-{finetune_mode}")
     return {
-        "run": {"name": "demo-small" if small else "demo", "out": str(out), "seed": 0, "batch_size": 256,
+        "run": {"name": name, "out": str(out), "seed": 0, "batch_size": 256,
                 "workers": 0},
         "model": {"name": f"local-dir:{model_dir}"},
         "classes": {"names": meta["classnames"], "templates": meta["templates"]},
@@ -48,7 +54,7 @@ def demo_config(out: Path, model_dir: Path, meta: dict, small: bool) -> dict:
     }
 
 
-def build_demo(out: Path, small: bool = False, seed: int = 0) -> Bundle:
+def build_demo(out: Path, small: bool = False, seed: int = 0, finetune: str = "e2e") -> Bundle:
     out = Path(out).resolve()
     work = out / "world"
     meta = write_demo_datasets(work / "images", seed, SMALL_SIZES if small else DEMO_SIZES)
@@ -56,6 +62,6 @@ def build_demo(out: Path, small: bool = False, seed: int = 0) -> Bundle:
     if not small and install_shipped(work / "clip", seed, recipe):
         log("demo CLIP: using the shipped pretrained weights (precompute/demo_world/weights)")
     model_dir = build_pretrained_clip(work / "clip", seed, recipe)
-    raw = demo_config(out, model_dir, meta, small)
+    raw = demo_config(out, model_dir, meta, small, finetune)
     (work / "demo_config.json").write_text(json.dumps(raw, indent=1))
     return run(parse_config(raw, out, "demo config"))

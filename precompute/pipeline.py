@@ -35,12 +35,14 @@ from vrf_core.distributed import barrier, init_distributed, is_main, world_size
 from vrf_core.extract import jpeg_thumbnail
 from vrf_core.filesafe import atomic_write_json
 from vrf_core.finetune import finetune
+from vrf_core.flyp import ContrastiveObjective, interpolated_clip
 from vrf_core.image_scan import scan_images
 from vrf_core.models import (
     ImageClassifier,
     ModelError,
     load_classifier_weights,
     load_clip,
+    load_clip_weights,
     load_weights,
     preprocess_description,
     state_dict_sha256,
@@ -116,7 +118,16 @@ def _finetuned(cfg: Config, zs: ImageClassifier, head_key: str, train: ImageSet,
             raise ModelError(f"finetune.checkpoint {path} does not exist; fix the path in [finetune]")
         load_classifier_weights(ft, path)
         return ft, {"checkpoint": str(path)}
-    settings = {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in ("checkpoint", "workers")}
+    final, info = _trained(cfg, ft, head_key, train, val, clip, device, out, stages)
+    ft.load_state_dict(load_weights(final))
+    return ft, info
+
+
+def _trained(cfg: Config, task, head_key: str, train: ImageSet, val: ImageSet, clip, device, out: Path,
+             stages: StageCache) -> tuple[Path, dict]:
+    """`finetune(task)` unless its content-keyed final checkpoint exists: (that checkpoint, the manifest's info)."""
+    unused = ("checkpoint", "workers") + (() if cfg.finetune.mode == "flyp" else ("flyp_targets",))
+    settings = {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in unused}
     key = content_key("finetune", head_key, train.fingerprint(), val.fingerprint(), settings,
                       preprocess_description(clip.preprocess_train), preprocess_description(clip.preprocess_eval),
                       world_size())
@@ -129,11 +140,37 @@ def _finetuned(cfg: Config, zs: ImageClassifier, head_key: str, train: ImageSet,
         resuming = (ckpt_dir / "train_state.pt").is_file()
         log(f"fine-tuning ({cfg.finetune.mode}) on {len(train)} images, validating on {len(val)}")
         t0 = time.perf_counter()
-        finetune(ft, train, val, clip.preprocess_train, clip.preprocess_eval, cfg.finetune, ckpt_dir, device)
+        finetune(task, train, val, clip.preprocess_train, clip.preprocess_eval, cfg.finetune, ckpt_dir, device)
         stages.note("finetune", key, "resumed" if resuming else "computed", time.perf_counter() - t0)
-    ft.load_state_dict(load_weights(final))
     history = json.loads(_metadata(final).get("json", "{}")).get("history", [])
-    return ft, {"settings": settings, "checkpoint": str(final.relative_to(out)), "history": history}
+    return final, {"settings": settings, "checkpoint": str(final.relative_to(out)), "history": history}
+
+
+def _flyp_finetuned(cfg: Config, clip, head_key: str, classnames: list[str], templates: list[str], train: ImageSet,
+                    val: ImageSet, device, out: Path, stages: StageCache):
+    """FLYP (vrf_core/flyp.py): both towers fine-tuned (or `finetune.checkpoint`, a whole-CLIP state dict); the
+    classifier's head rebuilt from the fine-tuned text tower. Returns (classifier, info, wse) where `wse(alpha)`
+    is (classifier, content key) of both towers and the logit scale interpolated, its head rebuilt from them."""
+    ft_clip = copy.deepcopy(clip.model)
+    if cfg.finetune.checkpoint:
+        info = {"checkpoint": str(cfg.resolve(cfg.finetune.checkpoint))}
+        load_clip_weights(ft_clip, cfg.resolve(cfg.finetune.checkpoint))
+    else:
+        objective = ContrastiveObjective(ft_clip, clip.tokenizer, classnames, templates, cfg.finetune.flyp_targets)
+        final, info = _trained(cfg, objective, head_key, train, val, clip, device, out, stages)
+        ft_clip.load_state_dict(load_weights(final))
+    # head_key covers the zero-shot weights, the class names and the templates the heads are built from
+    ft_clip_key = content_key("flyp", head_key, state_dict_sha256(ft_clip.state_dict()))
+
+    def classifier(model, key: str) -> ImageClassifier:
+        own = dataclasses.replace(clip, model=model, weights_sha256=key, zero_shot_head=None)
+        return ImageClassifier(model.visual, _zs_head(own, classnames, templates, device, stages)[0]).to(device)
+
+    def wse(alpha: float) -> tuple[ImageClassifier, str]:
+        key = content_key("flyp-wse", ft_clip_key, alpha)
+        return classifier(interpolated_clip(clip.model, ft_clip, alpha), key), key
+
+    return classifier(ft_clip, ft_clip_key), info, wse
 
 
 def _metadata(path: Path) -> dict:
@@ -178,7 +215,12 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
     head, head_key = _zs_head(clip, classnames, templates, device, stages)
     zs = ImageClassifier(clip.model.visual, head).to(device)
     zs_state = {k: v.detach().clone() for k, v in zs.state_dict().items()}
-    ft, ft_info = _finetuned(cfg, zs, head_key, train, val, clip, device, out, stages)
+    flyp_wse = None
+    if cfg.finetune.mode == "flyp":
+        ft, ft_info, flyp_wse = _flyp_finetuned(cfg, clip, head_key, classnames, templates, train, val, device, out,
+                                                stages)
+    else:
+        ft, ft_info = _finetuned(cfg, zs, head_key, train, val, clip, device, out, stages)
     if ft.head.bias is not None and zs.head.bias is None:  # a checkpoint that trained a head bias (WiSE-FT's)
         zs.add_head_bias()  # a zero bias: the same logits, and state dicts with the same keys to interpolate
         zs_state = {k: v.detach().clone() for k, v in zs.state_dict().items()}
@@ -189,7 +231,9 @@ def _run(cfg: Config, out: Path, stages: StageCache) -> Bundle | None:
     models: dict[str, tuple[ImageClassifier, str]] = {"zs": (zs, head_key), "ft": (ft, ft_sha)}
     alphas = [float(a) for a in cfg.ensemble.wse_alphas]
     for a in alphas:
-        if 0.0 < a < 1.0:
+        if 0.0 < a < 1.0 and flyp_wse:
+            models[f"wse_{a}"] = flyp_wse(a)
+        elif 0.0 < a < 1.0:
             m = copy.deepcopy(zs)
             m.load_state_dict(interpolate_state_dicts(zs_state, ft_state, a))
             models[f"wse_{a}"] = (m, content_key("wse", head_key, ft_sha, a))

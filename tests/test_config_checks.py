@@ -106,7 +106,7 @@ FIXES = {  # what the message says to do, for some of BAD_VALUES
     ("finetune.epochs", True): ["must be an integer >= 1"],
     ("finetune.label_smoothing", 1.0): ["must be a number in [0, 1)"],
     ("finetune.lr", 0): ["must be a number > 0"],
-    ("finetune.mode", "lpf"): ['e2e, lpft, none; did you mean "lpft"?'],
+    ("finetune.mode", "lpf"): ['e2e, lpft, flyp, none; did you mean "lpft"?'],
     ("run.device", "gpu"): ["auto, cpu, cuda, mps, cuda:<index>"],
     ("data.train.type", "folders"): ['did you mean "folder"?', "csv", "imagenet"],
     ("model.precision", "fp16"): ["auto, bf16, fp32"],

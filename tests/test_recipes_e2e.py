@@ -35,7 +35,7 @@ from vrf_core.datasets.metadata import (
 from vrf_core.zeroshot import resolve_templates
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-IMAGENET_RECIPES = ["imagenet_vitb16_e2e", "imagenet_vitb16_lpft", "imagenet_vitb32_e2e"]
+IMAGENET_RECIPES = ["imagenet_vitb16_e2e", "imagenet_vitb16_lpft", "imagenet_vitb32_e2e", "imagenet_vitb16_flyp"]
 SIDE = 16
 LEARNED = dict.fromkeys((0, 217, 417, 640, 999), 24)  # ImageNet class index -> training images (others: 1)
 HOLDOUT = {"imagenet": 20, "cifar10": 12, "entity30": 20}
@@ -147,6 +147,8 @@ def tiny_recipe(recipe: str, paths: dict[str, Path], model_dir: Path, out: Path)
     raw["finetune"].update(epochs=2, batch_size=32, lr=1e-2, warmup_steps=2, workers=0)
     if raw["finetune"]["mode"] == "lpft":
         raw["finetune"].update(lp_epochs=1, lp_lr=1e-2, epochs=1)
+    if raw["finetune"]["mode"] == "flyp":  # at 1e-2 the contrastive loss collapses to chance in the first steps
+        raw["finetune"].update(lr=1e-3, epochs=3)
     raw["ensemble"].update(wse_alphas=[0.0, 0.5, 1.0], k_max=K_MAX)
     raw["bundle"] = {"umap": False, "thumb_size": 16}
     if len(CLASSNAMES[raw["classes"]["names"]]()) == 1000:

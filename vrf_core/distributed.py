@@ -48,3 +48,32 @@ def shard(n: int) -> range:
     """This process's contiguous share of range(n)."""
     per = -(-n // world_size())
     return range(min(n, rank() * per), min(n, (rank() + 1) * per))
+
+
+class _GatherRows(torch.autograd.Function):
+    """Every process's rows, in rank order. Backward: each process's loss depends on this process's rows, so
+    their gradient is the sum over processes (an all-reduce) of the gradient each computed for them."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """(world_size * B, ...) from each process's (B, ...) (equal B), differentiable; `x` when single-process.
+
+    With a loss computed on the gathered rows by every process, the gradients DistributedDataParallel
+    averages are exactly those of one process computing that loss (the sum in backward undoes the average)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    return _GatherRows.apply(x)

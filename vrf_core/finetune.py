@@ -1,9 +1,14 @@
-"""End-to-end fine-tuning and LP-FT of an ImageClassifier (the WiSE-FT recipe).
+"""End-to-end fine-tuning and LP-FT of an ImageClassifier (the WiSE-FT recipe), and FLYP.
 
 AdamW, cosine schedule with linear warm-up, gradient clipping, optional label
 smoothing, head initialised from the zero-shot head. A checkpoint is written at
 the end of every epoch and training resumes from the last one. Runs on CPU, one
 GPU, or several processes under torchrun (DistributedDataParallel).
+
+The loop trains an objective: cross-entropy of an ImageClassifier (e2e, lpft; `CrossEntropyObjective`)
+or FLYP's contrastive loss over both CLIP towers (flyp; vrf_core/flyp.py). An objective has `module` (what
+is trained and checkpointed), `begin_epoch(seed, n)`, `loss(net, x, y, index) -> (loss, batch accuracy)`,
+`after_step()` and `classifier()` (the ImageClassifier to validate).
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ from vrf_core.data import ImageSet
 from vrf_core.devices import autocast
 from vrf_core.distributed import all_reduce_sum, barrier, init_distributed, is_main, rank, shard, world_size
 from vrf_core.filesafe import atomic_write_bytes, kill_point
+from vrf_core.flyp import FLYP_LR
 from vrf_core.models import ImageClassifier, ModelError, checkpoint_error, load_weights, save_weights
 from vrf_core.progress import log, progress
 
 
 @dataclass
 class FinetuneConfig:
-    mode: str = "e2e"            # e2e | lpft
+    mode: str = "e2e"            # e2e | lpft | flyp
     epochs: int = 10
     batch_size: int = 512        # global batch, split across processes
-    lr: float = 3e-5
+    lr: float | None = None      # None: 3e-5 (e2e, lpft), FLYP_LR = 1e-5 (flyp)
     weight_decay: float = 0.1
     warmup_steps: int = 500
     grad_clip: float = 1.0
@@ -42,6 +48,33 @@ class FinetuneConfig:
     seed: int = 0
     precision: str = "auto"
     max_steps_per_epoch: int = 0  # 0 = full epochs (a cap is for smoke tests)
+    flyp_targets: str = "class"  # flyp: same-class captions are targets ("class") or only its own ("pair")
+
+    def __post_init__(self):
+        if self.lr is None:
+            self.lr = FLYP_LR if self.mode == "flyp" else 3e-5
+
+
+class CrossEntropyObjective:
+    """E2E and LP-FT: (label-smoothed) cross-entropy of the classifier's logits."""
+
+    def __init__(self, model: ImageClassifier, label_smoothing: float = 0.0):
+        self.module, self.label_smoothing = model, label_smoothing
+
+    def begin_epoch(self, seed: int, n_samples: int) -> None:
+        pass
+
+    def loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             index: torch.Tensor) -> tuple[torch.Tensor, float]:
+        _, logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        return loss, (logits.argmax(1) == y).float().mean().item()
+
+    def after_step(self) -> None:
+        pass
+
+    def classifier(self) -> ImageClassifier:
+        return self.module
 
 
 class TorchImages(Dataset):
@@ -52,7 +85,7 @@ class TorchImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        return self.transform(self.images.load(i)), int(self.images.labels[i])
+        return self.transform(self.images.load(i)), int(self.images.labels[i]), i
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -70,7 +103,7 @@ def evaluate_accuracy(model: torch.nn.Module, images: ImageSet, transform: Calla
     part = images.subset(list(shard(len(images))))
     loader = DataLoader(TorchImages(part, transform), batch_size=batch_size, num_workers=workers)
     correct = total = 0
-    for x, y in loader:
+    for x, y, _ in loader:
         with autocast(device, precision):
             _, logits = model(x.to(device))
         correct += int((logits.argmax(1).cpu() == y).sum())
@@ -80,14 +113,14 @@ def evaluate_accuracy(model: torch.nn.Module, images: ImageSet, transform: Calla
 
 
 def _phases(cfg: FinetuneConfig) -> list[tuple[str, int, float]]:
-    if cfg.mode == "e2e":
+    if cfg.mode in ("e2e", "flyp"):
         return [("ft", cfg.epochs, cfg.lr)]
     if cfg.mode == "lpft":
         return [("lp", cfg.lp_epochs, cfg.lp_lr), ("ft", cfg.epochs, cfg.lr)]
-    raise ValueError(f"finetune.mode must be 'e2e' or 'lpft', got {cfg.mode!r}")
+    raise ValueError(f"finetune.mode must be 'e2e', 'lpft' or 'flyp', got {cfg.mode!r}")
 
 
-def _save_state(ckpt_dir: Path, model: ImageClassifier, opt: torch.optim.Optimizer, phase: int, epoch: int,
+def _save_state(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, phase: int, epoch: int,
                 history: list) -> None:
     """Weights first, then the state that names them: a crash between the two leaves the
     previous, consistent pair."""
@@ -102,12 +135,19 @@ def _save_state(ckpt_dir: Path, model: ImageClassifier, opt: torch.optim.Optimiz
             old.unlink(missing_ok=True)
 
 
-def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, preprocess_train: Callable,
+def finetune(task, train: ImageSet, val: ImageSet | None, preprocess_train: Callable,
              preprocess_eval: Callable, cfg: FinetuneConfig, ckpt_dir: Path, device: torch.device) -> list[dict]:
-    """Fine-tune `model` in place; writes `ckpt_dir/final.safetensors` and returns the per-epoch history.
+    """Fine-tune in place: `task` is an ImageClassifier (e2e, lpft) or an objective (flyp:
+    vrf_core.flyp.ContrastiveObjective). Writes the trained module's weights to `ckpt_dir/final.safetensors`
+    and returns the per-epoch history.
 
     Resumes from `ckpt_dir/train_state.pt` when present (the same config is assumed: the
     pipeline keys `ckpt_dir` by the config's content)."""
+    if isinstance(task, torch.nn.Module):
+        if cfg.mode == "flyp":
+            raise ValueError("finetune.mode = 'flyp' trains both CLIP towers: pass vrf_core.flyp.ContrastiveObjective")
+        task = CrossEntropyObjective(task, cfg.label_smoothing)
+    objective, model = task, task.module
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     distributed = init_distributed()
@@ -153,11 +193,13 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
         for epoch in range(start_epoch, epochs):
             net.train()
             # Seeded per epoch (data order and augmentation), so a resumed run equals an uninterrupted one.
-            torch.manual_seed(cfg.seed * 100_003 + 1000 * p_idx + epoch)
+            epoch_seed = cfg.seed * 100_003 + 1000 * p_idx + epoch
+            torch.manual_seed(epoch_seed)
+            objective.begin_epoch(epoch_seed, len(train))
             sampler.set_epoch(epoch + 1000 * p_idx)
             bar = progress(loader, desc=f"{phase} epoch {epoch + 1}/{epochs}", total=steps_per_epoch)
             run_loss = run_acc = 0.0
-            for i, (x, y) in enumerate(bar):
+            for i, (x, y, index) in enumerate(bar):
                 if i >= steps_per_epoch:
                     break
                 step = epoch * steps_per_epoch + i
@@ -165,8 +207,7 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
                     g["lr"] = cosine_lr(step, total, lr, cfg.warmup_steps)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with autocast(device, cfg.precision):
-                    _, logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss, acc = objective.loss(net, x, y, index)
                 if not torch.isfinite(loss):
                     raise ModelError(
                         f"fine-tuning diverged: loss {loss.item()} at {phase} epoch {epoch + 1}, step {i + 1}. "
@@ -177,14 +218,14 @@ def finetune(model: ImageClassifier, train: ImageSet, val: ImageSet | None, prep
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
+                objective.after_step()
                 run_loss = 0.9 * run_loss + 0.1 * loss.item() if i else loss.item()
-                acc = (logits.argmax(1) == y).float().mean().item()
                 run_acc = 0.9 * run_acc + 0.1 * acc if i else acc
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
                 kill_point("finetune-step")
-            val_acc = evaluate_accuracy(model, val, preprocess_eval, per_rank_batch, cfg.workers, device,
-                                        cfg.precision) if val is not None else float("nan")
+            val_acc = evaluate_accuracy(objective.classifier(), val, preprocess_eval, per_rank_batch, cfg.workers,
+                                        device, cfg.precision) if val is not None else float("nan")
             history.append({"phase": phase, "epoch": epoch + 1, "train_loss": run_loss, "train_acc": run_acc,
                             "val_acc": val_acc})
             log(f"{phase} epoch {epoch + 1}/{epochs}: train loss {run_loss:.4f}, train acc {run_acc:.4f}, "

@@ -226,3 +226,17 @@ def load_classifier_weights(classifier: ImageClassifier, path: Path) -> None:
                          "of vrf_core.models.ImageClassifier for the configured [model]")
     classifier.load_state_dict(sd)
 
+
+
+def load_clip_weights(model: nn.Module, path: Path) -> None:
+    """Load a whole open_clip model's state dict (both towers, e.g. a FLYP checkpoint) into `model`, with a
+    clear error when it does not match."""
+    sd = load_weights(path)
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict of the open_clip model")
+    mismatch = state_dict_mismatch(model.state_dict(), sd)
+    if mismatch:
+        raise ModelError(f"{path}: not a fine-tuned checkpoint of this CLIP model ({mismatch}). With finetune.mode "
+                         "= \"flyp\" it must be a state dict of the whole open_clip model (image and text towers) "
+                         "for the configured [model]")
+    model.load_state_dict(sd)
