@@ -63,7 +63,9 @@ def test_two_runs_side_by_side(compare_bundles, monkeypatch):
     assert at.multiselect(key="cmp-runs").value == ["run-a", "run-b"]
     assert "Compared on 6 shared split(s): val, test, shift_v2, shift_sketch, shift_hard, shift_render" in \
         at.success[0].value
-    assert not at.warning
+    # The sidebar may flag tuned values at the edge of their search range (dashboard.edges); the page itself
+    # warns of no left-out split.
+    assert not [w for w in at.main.warning if w.icon != ":material/border_outer:"]
     table = results(at)
     for split, column in (("test", "test (ID)"), ("shift_hard", "shift_hard (OOD)")):
         a, b = stored(compare_bundles, "run-a", "VRF", split), stored(compare_bundles, "run-b", "VRF", split)
