@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 shared = browser.new_context(**viewport)
                 one_run(shared, port, args, "Trade-off", None, 0, args.app)
             for run in range(max(args.runs, compare_runs if cache == "cold" else 0)):
-                for name, app in apps:  # this app and the previous one alternate, so both see the same load
+                for name, app in apps if run % 2 == 0 else apps[::-1]:  # alternating: both see the same load
                     if (name == this and run >= args.runs) or (name != this and (cache == "warm" or
                                                                                  run >= compare_runs)):
                         continue

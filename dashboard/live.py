@@ -51,12 +51,17 @@ def first_draw(name: str) -> bool:
     return True
 
 
+def fragment_rerun() -> bool:
+    """True while a fragment reruns alone (not as part of a full run)."""
+    ctx = get_script_run_ctx()
+    return ctx is not None and bool(ctx.fragment_ids_this_run)
+
+
 def fragment(func: Callable, before: Callable[[], None], after: Callable[[], None]) -> Callable:
     """`st.fragment(func)` that draws `before()` (the controls) first and `after()` (the status line) last."""
     @functools.wraps(func)
     def body(*args, **kwargs):
-        ctx = get_script_run_ctx()
-        if ctx is not None and ctx.fragment_ids_this_run:  # a rerun of this fragment alone
+        if fragment_rerun():
             if st.session_state.pop(_FULL_RERUN, False):
                 st.rerun()  # a callback changed what only a full run redraws (the tuning mode, the URL's page)
             st.session_state[RUN_START] = time.perf_counter()

@@ -213,6 +213,9 @@ def draw_controls() -> None:
     if ctx is None or slot is None or not live.first_draw("controls"):
         return
     bundle, hp = ctx.bundle, ctx.hp
+    if not live.fragment_rerun():  # a page switch would reset these page widgets: keep the values it used
+        for name in CONTROLS:
+            ss[name] = ss[name]
     ranges = control_ranges(bundle, ss["scale"], hp.vrf)
     unit = distance_unit(ss["scale"])
     # Drawn by a page's fragment, the controls are that page's widgets: "session" keeps them across pages.
