@@ -57,8 +57,9 @@ def fragment_rerun() -> bool:
     return ctx is not None and bool(ctx.fragment_ids_this_run)
 
 
-def fragment(func: Callable, before: Callable[[], None], after: Callable[[], None]) -> Callable:
-    """`st.fragment(func)` that draws `before()` (the controls) first and `after()` (the status line) last."""
+def fragment(func: Callable, controls: Callable[[], None], status: Callable[[], None]) -> Callable:
+    """`st.fragment(func)` that also draws `controls()` and then `status()` (the status line). Both have their
+    place in the sidebar, so they come after the page's part: the page's result reaches the browser first."""
     @functools.wraps(func)
     def body(*args, **kwargs):
         if fragment_rerun():
@@ -66,9 +67,9 @@ def fragment(func: Callable, before: Callable[[], None], after: Callable[[], Non
                 st.rerun()  # a callback changed what only a full run redraws (the tuning mode, the URL's page)
             st.session_state[RUN_START] = time.perf_counter()
             st.session_state[_DRAWN] = set()
-        before()
         func(*args, **kwargs)
-        after()
+        controls()
+        status()
     return st.fragment(body)
 
 

@@ -266,7 +266,7 @@ def render(root: Path) -> Context | None:
 def live_fragment(func):
     """A page's part that follows the VRF controls (`live.fragment`): the sidebar's controls are drawn by it,
     so moving one reruns it alone, with the status line after it."""
-    return live.fragment(func, before=draw_controls, after=show_latency)
+    return live.fragment(func, controls=draw_controls, status=show_latency)
 
 
 class LatencyLine:
