@@ -60,9 +60,8 @@ def headline(ctx: Context, table: dict, idt: str) -> None:
 
 def highlight(shown: pd.DataFrame) -> pd.DataFrame:
     """CSS per cell: the column's best in bold, the VRF row in its colour."""
-    styles = pd.DataFrame("", index=shown.index, columns=shown.columns)
-    for c in shown.columns:
-        styles.loc[shown[c] == shown[c].max(), c] = "font-weight: 700; background-color: #E8F1FA"
+    best = np.where(shown.eq(shown.max()), "font-weight: 700; background-color: #E8F1FA", "")  # per column
+    styles = pd.DataFrame(best, index=shown.index, columns=shown.columns)
     styles.loc["VRF"] = styles.loc["VRF"] + "; color: " + method_color("VRF")
     return styles
 
