@@ -6,11 +6,14 @@ For each run and each first page (Overview, Trade-off), starts a fresh dashboard
 opens the page in headless Chromium and measures, from the navigation's start, the time until the
 page's first result is drawn (Overview: its metrics; Trade-off: its chart, drawn by plotly) and
 until the whole page is done (the app idle), and the server's peak resident memory (VmHWM). Then
-it moves the `a` slider a few times and records each update's latency in the browser and the sidebar's status
-line (VRF recompute, page update). Writes a screenshot of the Trade-off page with the status line
-(`--screenshot`) and prints a markdown table; `--compare-app` also measures another checkout's app
-(e.g. the commit before precompute stored the live tables: the straightforward side) in the same
-run, and prints the ratios. Needs Debian's chromium and the playwright package.
+it moves the `a` slider up by one keyboard step `--updates` times (a new value each time) and records,
+from each key press: the page's result redrawn in the browser (Overview: the headline quoting the new a;
+Trade-off: the chart redrawn by plotly with the star at the new a; checked on every animation frame),
+the update done (the app idle, the new value in the URL), and the sidebar's status line (VRF recompute,
+the server's page update). Writes a screenshot of the Trade-off page with the status line
+(`--screenshot`) and prints markdown tables (medians, quartiles and maxima) with the machine's load
+averages; `--compare-app` also measures another checkout's app (e.g. the previous version) in the same
+run, alternating with this one, so both see the same load. Needs Debian's chromium and the playwright package.
 """
 
 from __future__ import annotations
