@@ -69,6 +69,17 @@ COUNT_MESSAGES = """(() => { const W = window.WebSocket; window.__messages = 0;
     window.WebSocket.prototype = W.prototype; Object.assign(window.WebSocket, W); })();"""
 
 
+def a_slider(pg):
+    return pg.locator("[data-testid='stSlider']").filter(has_text="a: centre").get_by_role("slider")
+
+
+def press_on_a(pg, key: str, times: int = 1) -> None:
+    a_slider(pg).focus()
+    for _ in range(times):
+        pg.keyboard.press(key)
+    settle(pg)
+
+
 def test_browser_slider_move_sends_only_the_live_sections(server, page):  # noqa: F811
     page.context.add_init_script(COUNT_MESSAGES)
     open_page(page, server, "overview")
@@ -80,10 +91,7 @@ def test_browser_slider_move_sends_only_the_live_sections(server, page):  # noqa
     settle(page)
     whole = page.evaluate("window.__messages")
     page.evaluate("window.__messages = 0")
-    thumb = page.locator("[data-testid='stSlider']").filter(has_text="a: centre").get_by_role("slider")
-    thumb.focus()
-    page.keyboard.press("ArrowLeft")
-    settle(page)
+    press_on_a(page, "ArrowLeft")
     # The bundle section (a table, metrics, two JSON views), the title and the bundle and mode pickers stay.
     assert page.evaluate("window.__messages") <= whole - 12
     after = float(url_param(page, "a"))
@@ -95,16 +103,12 @@ def test_browser_slider_move_sends_only_the_live_sections(server, page):  # noqa
 
 def test_browser_moves_carry_to_the_next_page(server, page):  # noqa: F811
     open_page(page, server, "overview")
-    thumb = page.locator("[data-testid='stSlider']").filter(has_text="a: centre").get_by_role("slider")
-    thumb.focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    settle(page)
+    press_on_a(page, "ArrowRight", 3)
     moved = float(url_param(page, "a"))
     page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Trade-off").click()
     settle(page)
     assert float(url_param(page, "a")) == pytest.approx(moved)
-    assert float(thumb.input_value()) == pytest.approx(moved)
+    assert float(a_slider(page).input_value()) == pytest.approx(moved)
     star = page.evaluate("""() => document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot")
                                   ._fullData.find(t => t.name === 'VRF (current)').hovertemplate""")
     assert f"a = {moved:.3f}," in star
@@ -136,5 +140,4 @@ def test_browser_adopting_a_point_moves_the_sidebar_slider(server, page):  # noq
     settle(page)
     assert float(url_param(page, "a")) == pytest.approx(point["a"], abs=1e-3)
     # The click reran the whole app, so the sidebar's slider shows the adopted value too.
-    thumb = page.locator("[data-testid='stSlider']").filter(has_text="a: centre").get_by_role("slider")
-    assert float(thumb.input_value()) == pytest.approx(point["a"], abs=1e-3)
+    assert float(a_slider(page).input_value()) == pytest.approx(point["a"], abs=1e-3)
