@@ -103,6 +103,18 @@ def topm_split(bundle: Bundle, mode: str, split: str) -> TopMSplit:
                    lambda: bundle_adapter.topm_split(bundle, split, mode, split_data(bundle, split)))
 
 
+def vrf_accuracy(bundle: Bundle, mode: str, split: str, params: VRFParams) -> float:
+    """VRF accuracy on one evaluation split (the last few hundred parameter sets are kept)."""
+    return memoize(bundle, ("vrf_accuracy", mode, split, params),
+                   lambda: topm_split(bundle, mode, split).vrf_accuracy(params), keep=512)
+
+
+def ose_accuracy(bundle: Bundle, mode: str, split: str, alpha: float, calibrated: bool) -> float:
+    """OSE accuracy on one evaluation split at one alpha (it does not follow the VRF controls: kept)."""
+    return memoize(bundle, ("ose_accuracy", mode, split, float(alpha), bool(calibrated)),
+                   lambda: topm_split(bundle, mode, split).ose_accuracy(alpha, calibrated), keep=512)
+
+
 def _upscaled_png(jpeg: bytes) -> bytes:
     img = Image.open(io.BytesIO(jpeg)).convert("RGB")
     side = min(img.size)

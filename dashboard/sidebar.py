@@ -12,13 +12,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from dashboard import data, edges
+from dashboard import data, edges, live
 from dashboard.theme import dataset_colors, distance_unit, scale_label
 from vrf_core.analysis import convert_scale
 from vrf_core.bundle import Bundle, BundleError, find_bundles
@@ -45,8 +45,19 @@ class Context:
 
 
 def context() -> Context:
-    """The state the entry script prepared for this run (pages call this first)."""
-    return st.session_state["_ctx"]
+    """The state the entry script prepared for this run (pages call this first); in a fragment rerun
+    after a control moved, with the controls' new parameters and their live view."""
+    ctx = st.session_state["_ctx"]
+    if ctx is not None and (params := current_params()) != ctx.params:
+        ctx = replace(ctx, params=params, view=data.live_view(ctx.bundle, ctx.mode, params))
+        st.session_state["_ctx"] = ctx
+    return ctx
+
+
+def current_params() -> VRFParams:
+    """The VRF parameters the sidebar's controls hold now."""
+    ss = st.session_state
+    return VRFParams(float(ss["a"]), float(ss["b"]), int(ss["k"]), ss["rule"], ss["scale"], bool(ss["cal"]))
 
 
 def bundles_root() -> Path:
@@ -127,10 +138,12 @@ def _apply(values: dict, bundle: Bundle, hp: Hyperparameters) -> None:
 
 def set_controls(ctx: Context, **changes) -> None:
     """For widget callbacks (e.g. a click on a curve): change some controls, clipped to their ranges."""
+    live.request_full_rerun()  # the sliders must show the new values, even from a live fragment's widget
     _apply({**{n: st.session_state[n] for n in CONTROLS}, **changes}, ctx.bundle, ctx.hp)
 
 
 def _reset_to_validation(bundle: Bundle) -> None:
+    live.request_full_rerun()  # the mode's radio is drawn by the full run only
     st.session_state["mode"] = "validation"
     hp = data.hyperparameters(bundle, "validation")
     _apply(tuned_values(hp), bundle, hp)
@@ -168,6 +181,8 @@ def pick_bundle(root: Path) -> Path | None:
 
 
 def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
+    """The tuning mode (its radio) and the controls' state: the tuned values (or the URL's) when the
+    bundle or the mode changed. The controls' widgets are drawn later, by `draw_controls`."""
     ss, side = st.session_state, st.sidebar
     modes = [m for m in MODES if m in (bundle.manifest.get("hyperparameters") or {})]
     if not modes:
@@ -186,65 +201,95 @@ def controls(bundle: Bundle, bundle_label: str) -> tuple[str, VRFParams]:
         url = _url_values() if first else {}
         _apply({**tuned_values(hp), **url}, bundle, hp)
         ss["_controls_for"] = (bundle_label, mode)
+    return mode, current_params()
+
+
+def draw_controls() -> None:
+    """The VRF controls, the tuned values beside them and the reset button, in their place in the sidebar;
+    the controls written into the URL. Drawn once per run: by a page's live fragment (so a control
+    change reruns that fragment alone), else after the page."""
+    ctx, ss = st.session_state["_ctx"], st.session_state
+    slot = live.slot("controls")
+    if ctx is None or slot is None or not live.first_draw("controls"):
+        return
+    bundle, hp = ctx.bundle, ctx.hp
+    if not live.fragment_rerun():  # a page switch would reset these page widgets: keep the values it used
+        for name in CONTROLS:
+            ss[name] = ss[name]
     ranges = control_ranges(bundle, ss["scale"], hp.vrf)
     unit = distance_unit(ss["scale"])
-
-    side.markdown("**VRF weight** w(x) on the fine-tuned model")
-    side.slider(f"a: centre ({unit})", *ranges["a"], step=0.001, format="%.3f", key="a",
-                help="Distance to the ZSF set at which w = 0.5; closer samples lean on the fine-tuned model.")
-    side.slider(f"b: width ({unit})", *ranges["b"], step=0.001, format="%.3f", key="b",
-                disabled=ss["rule"] == "binary", help="How gradually w falls from 1 to 0 around a (unused by "
-                                                      "the binary rule).")
-    side.slider("k: neighbour", *ranges["k"], key="k",
-                help=f"d is the distance to the k-th nearest ZSF member (the reference rule gives k = "
-                     f"{bundle.manifest.get('zsf', {}).get('k_rule_value', '?')}).")
-    side.radio("Weight rule", RULES, key="rule", horizontal=True,
-               help="sigmoid: 1/(1+exp((d-a)/b)); linear: clamped ramp of width 2b; binary: 1[d < a].")
-    side.radio("Distance scale", SCALES, key="scale", format_func=scale_label, horizontal=True,
-               on_change=_on_scale_change, args=(bundle, hp),
-               help="The paper's defaults (a = 1.5, b = 0.6) are on the squared scale. Switching converts a "
-                    "and b so the weight curve stays in place.")
-    side.toggle("Temperature-calibrate both models", key="cal",
-                help=f"Softmax temperatures fitted on {hp.tuned_on}: T_zs = {hp.t_zs:.2f}, T_ft = {hp.t_ft:.2f}.")
-    ss["_scale_prev"] = ss["scale"]
-    params = VRFParams(float(ss["a"]), float(ss["b"]), int(ss["k"]), ss["rule"], ss["scale"], bool(ss["cal"]))
-
-    t = hp.vrf
-    side.caption(f"Tuned on **{hp.tuned_on}**: a = {t.a:.3f}, b = {t.b:.3f}, k = {t.k}, {t.rule}, "
-                 f"{scale_label(t.scale)}" + ("" if params == t else " · *controls changed*"))
-    edges.show(bundle, mode)
-    side.button("Reset to validation-tuned", key="reset", on_click=_reset_to_validation, args=(bundle,),
-                icon=":material/restart_alt:", width="stretch")
-    return mode, params
+    # Drawn by a page's fragment, the controls are that page's widgets: "session" keeps them across pages.
+    with slot:
+        st.markdown("**VRF weight** w(x) on the fine-tuned model")
+        st.slider(f"a: centre ({unit})", *ranges["a"], step=0.001, format="%.3f", key="a", persist_state="session",
+                  help="Distance to the ZSF set at which w = 0.5; closer samples lean on the fine-tuned model.")
+        st.slider(f"b: width ({unit})", *ranges["b"], step=0.001, format="%.3f", key="b", persist_state="session",
+                  disabled=ss["rule"] == "binary", help="How gradually w falls from 1 to 0 around a (unused by "
+                                                        "the binary rule).")
+        st.slider("k: neighbour", *ranges["k"], key="k", persist_state="session",
+                  help=f"d is the distance to the k-th nearest ZSF member (the reference rule gives k = "
+                       f"{bundle.manifest.get('zsf', {}).get('k_rule_value', '?')}).")
+        st.radio("Weight rule", RULES, key="rule", horizontal=True, persist_state="session",
+                 help="sigmoid: 1/(1+exp((d-a)/b)); linear: clamped ramp of width 2b; binary: 1[d < a].")
+        st.radio("Distance scale", SCALES, key="scale", format_func=scale_label, horizontal=True,
+                 persist_state="session", on_change=_on_scale_change, args=(bundle, hp),
+                 help="The paper's defaults (a = 1.5, b = 0.6) are on the squared scale. Switching converts a "
+                      "and b so the weight curve stays in place.")
+        st.toggle("Temperature-calibrate both models", key="cal", persist_state="session",
+                  help=f"Softmax temperatures fitted on {hp.tuned_on}: T_zs = {hp.t_zs:.2f}, T_ft = {hp.t_ft:.2f}.")
+        ss["_scale_prev"] = ss["scale"]
+        t, params = hp.vrf, current_params()
+        st.caption(f"Tuned on **{hp.tuned_on}**: a = {t.a:.3f}, b = {t.b:.3f}, k = {t.k}, {t.rule}, "
+                   f"{scale_label(t.scale)}" + ("" if params == t else " · *controls changed*"))
+        st.button("Reset to validation-tuned", key="reset", on_click=_reset_to_validation, args=(bundle,),
+                  icon=":material/restart_alt:", width="stretch")
+    _write_url(ss["bundle"], ctx.mode, params)
 
 
 def render(root: Path) -> Context | None:
-    """Draws the sidebar; returns None when no bundle is picked (the caller shows how to build one).
-    Raises BundleError when the picked bundle cannot be opened."""
+    """Draws the sidebar (the controls' place kept for `draw_controls`); returns None when no bundle is
+    picked (the caller shows how to build one). Raises BundleError when the picked bundle cannot be opened."""
     path = pick_bundle(root)
     if path is None:
         return None
     bundle = data.load_bundle(path)
     label = st.session_state["bundle"]
     mode, params = controls(bundle, label)
-    _write_url(label, mode, params)
+    live.reserve("controls", st.sidebar.container())
+    edges.show(bundle, mode)  # static per bundle and mode: drawn by the full run, under the controls
+    live.reserve("latency", st.sidebar.container())
     with st.spinner(f"Re-weighting {bundle.name} (the first time builds its caches)…", show_time=True):
         view = data.live_view(bundle, mode, params)
     return Context(root, bundle, mode, data.hyperparameters(bundle, mode), params, view,
                    dataset_colors(bundle.splits))
 
 
+def live_fragment(func):
+    """A page's part that follows the VRF controls (`live.fragment`): the sidebar's controls are drawn by it,
+    so moving one reruns it alone, with the status line after it."""
+    return live.fragment(func, controls=draw_controls, status=show_latency)
+
+
 class LatencyLine:
-    """The status line: the VRF recompute time and the whole page's update time, in ms."""
+    """The status line: the VRF recompute time and the whole page's update time, in ms (from the start
+    of the run, or of the fragment rerun after a control moved)."""
 
     def __init__(self):
-        self.start = time.perf_counter()
+        live.begin_full_run()
 
     def show(self, ctx: Context | None) -> None:
-        """Called last, so the line lands at the bottom of the sidebar."""
-        total = 1000 * (time.perf_counter() - self.start)
-        if ctx is None:
-            return
-        n = sum(len(v.labels) for v in ctx.view.splits.values() if v.preds)
-        st.sidebar.caption(f":material/timer: VRF recompute **{ctx.view.ms:.0f} ms** ({n:,} evaluation samples) · "
-                          f"page update **{total:.0f} ms**")
+        """Called last (after the page), so the line counts the whole update."""
+        if ctx is not None:
+            draw_controls()  # when no live fragment drew them
+            show_latency()
+
+
+def show_latency() -> None:
+    slot = live.slot("latency")
+    if slot is None or not live.first_draw("latency"):
+        return
+    ctx = context()
+    total = 1000 * (time.perf_counter() - st.session_state[live.RUN_START])
+    n = sum(len(v.labels) for v in ctx.view.splits.values() if v.preds)
+    slot.caption(f":material/timer: VRF recompute **{ctx.view.ms:.0f} ms** ({n:,} evaluation samples) · "
+                 f"page update **{total:.0f} ms**")

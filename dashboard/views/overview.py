@@ -60,9 +60,8 @@ def headline(ctx: Context, table: dict, idt: str) -> None:
 
 def highlight(shown: pd.DataFrame) -> pd.DataFrame:
     """CSS per cell: the column's best in bold, the VRF row in its colour."""
-    styles = pd.DataFrame("", index=shown.index, columns=shown.columns)
-    for c in shown.columns:
-        styles.loc[shown[c] == shown[c].max(), c] = "font-weight: 700; background-color: #E8F1FA"
+    best = np.where(shown.eq(shown.max()), "font-weight: 700; background-color: #E8F1FA", "")  # per column
+    styles = pd.DataFrame(best, index=shown.index, columns=shown.columns)
     styles.loc["VRF"] = styles.loc["VRF"] + "; color: " + method_color("VRF")
     return styles
 
@@ -156,29 +155,36 @@ def bundle_section(ctx: Context) -> None:
         st.json(m.get("config", {}), expanded=False)
 
 
+@sidebar.live_fragment
+def live_sections() -> None:
+    """Everything that follows the VRF controls: the headline, the results and the tuned values."""
+    ctx = sidebar.context()
+    table = rivals.ordered(results(ctx))
+    if ctx.bundle.split_names("id_test"):
+        headline(ctx, table, ctx.bundle.split_names("id_test")[0])
+        ranking_line(ctx, table, ctx.bundle.split_names("id_test")[0])
+
+    st.subheader("Results")
+    st.caption("Top-1 accuracy (%) with 95% bootstrap intervals (1,000 resamples). Every method uses the "
+               f"hyperparameters tuned on {ctx.hp.tuned_on}; the VRF row follows the sidebar controls. "
+               f"{OOD_AVG} is the unweighted mean over the shifted test sets.")
+    with_ci = st.toggle("Show the 95% intervals", value=True, key="ov-ci", persist_state="session")
+    styler, long = results_table(ctx, table, with_ci)
+    show_table(styler, "results", f"{ctx.bundle.name}-results", csv=long, width="stretch",
+               column_config={"_index": st.column_config.Column(width="medium")})
+    ceiling_line(ctx)
+    st.caption("Bold: best in the column. `route: …` rows route each sample wholly to one model with an OOD "
+               "score at the threshold that keeps 95% of the validation split.")
+
+    st.subheader("What was tuned on which split")
+    show_table(tuned_table(ctx), "tuned", f"{ctx.bundle.name}-hyperparameters", hide_index=True, width="stretch")
+
+
 ctx = sidebar.context()
-table = rivals.ordered(results(ctx))
 st.title(f"{ctx.bundle.name}")
 st.caption(f"Bundle `{ctx.bundle.path}` · created {ctx.bundle.manifest.get('created', '?')} · "
            f"hyperparameters tuned on **{ctx.hp.tuned_on}** ({sidebar.MODES[ctx.mode]})")
-if ctx.bundle.split_names("id_test"):
-    headline(ctx, table, ctx.bundle.split_names("id_test")[0])
-    ranking_line(ctx, table, ctx.bundle.split_names("id_test")[0])
-
-st.subheader("Results")
-st.caption("Top-1 accuracy (%) with 95% bootstrap intervals (1,000 resamples). Every method uses the "
-           f"hyperparameters tuned on {ctx.hp.tuned_on}; the VRF row follows the sidebar controls. "
-           f"{OOD_AVG} is the unweighted mean over the shifted test sets.")
-with_ci = st.toggle("Show the 95% intervals", value=True, key="ov-ci", persist_state="session")
-styler, long = results_table(ctx, table, with_ci)
-show_table(styler, "results", f"{ctx.bundle.name}-results", csv=long, width="stretch",
-           column_config={"_index": st.column_config.Column(width="medium")})
-ceiling_line(ctx)
-st.caption("Bold: best in the column. `route: …` rows route each sample wholly to one model with an OOD score "
-           "at the threshold that keeps 95% of the validation split.")
-
-st.subheader("What was tuned on which split")
-show_table(tuned_table(ctx), "tuned", f"{ctx.bundle.name}-hyperparameters", hide_index=True, width="stretch")
+live_sections()
 
 st.subheader("Bundle")
 bundle_section(ctx)

@@ -80,13 +80,15 @@ def vrf_sweep(ctx: Context, p: VRFParams, name: str) -> tuple[list, dict[str, np
         return {split: np.array([data.topm_split(ctx.bundle, ctx.mode, split).vrf_accuracy(q)
                                  for q in sweep(neutral, name, grid)]) for split in data.test_splits(ctx.bundle)}
     accs = data.memoize(ctx.bundle, ("vrf_sweep", ctx.mode, neutral, name, grid), make, keep=64)
-    now = data.live_view(ctx.bundle, ctx.mode, p)
+    # The current value's point: from the live view for the sidebar's parameters, else (another rule on the
+    # sensitivity chart) the test splits' VRF accuracy alone.
+    now = {s: ctx.view.splits[s].accuracy("VRF") if p == ctx.params else data.vrf_accuracy(ctx.bundle, ctx.mode, s, p)
+           for s in accs}
     current = getattr(p, name)
     j = int(np.searchsorted(grid, current))
     same = j < len(grid) and grid[j] == current
     values = list(grid[:j]) + [current] + list(grid[j + same:])
-    return values, {s: np.insert(np.delete(a, j) if same else a, j, now.splits[s].accuracy("VRF"))
-                    for s, a in accs.items()}
+    return values, {s: np.insert(np.delete(a, j) if same else a, j, now[s]) for s, a in accs.items()}
 
 
 # ---- the trade-off chart ----------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def baselines_table(ctx: Context, shifts: tuple[str, ...], ose_alpha: float, ose
     and the two models."""
     tests, views = data.test_splits(ctx.bundle), ctx.view.splits
     compare = {f"OSE{' (calibrated)' if ose_cal else ''}, alpha = {ose_alpha:.2f}":
-               {s: data.topm_split(ctx.bundle, ctx.mode, s).ose_accuracy(ose_alpha, ose_cal) for s in tests}}
+               {s: data.ose_accuracy(ctx.bundle, ctx.mode, s, ose_alpha, ose_cal) for s in tests}}
     if wse_alpha is not None:
         i = ctx.bundle.wse_alphas.index(wse_alpha)
         compare[f"WSE, alpha = {wse_alpha:g}"] = {
@@ -265,34 +267,42 @@ def sensitivity_figure(ctx: Context, opts: ChartOptions, name: str) -> go.Figure
     return fig
 
 
+@sidebar.live_fragment
+def live_sections() -> None:
+    """The whole page below its title follows the VRF controls."""
+    ctx = sidebar.context()
+    opts = chart_options(ctx, ctx.bundle.split_names("id_test")[0], ctx.bundle.split_names("ood"))
+    figure, curve_values = tradeoff_figure(ctx, opts)
+    st.caption("Each curve sweeps one hyperparameter; rings mark the values tuned on "
+               f"**{ctx.hp.tuned_on}**, the star is VRF with the sidebar controls. **Click a VRF point to adopt its "
+               f"{opts.over}.** Up and to the right is better; drag to zoom, double-click to zoom out.")
+    show_figure(figure, "to-chart", f"{ctx.bundle.name}-tradeoff", on_select=lambda: adopt(ctx),
+                selection_mode="points")
+    if note := rivals.chart_note(data.results_rows(ctx.bundle, ctx.mode), data.ceiling(ctx.bundle, ctx.mode)):
+        st.caption(note)
+    if msg := st.session_state.pop("to-msg", None):
+        st.toast(msg, icon=":material/touch_app:")
+    with st.expander("Curve values"):
+        show_table(curve_values, "to-table", f"{ctx.bundle.name}-tradeoff-curves", hide_index=True, width="stretch")
+
+    st.subheader("Baselines at a chosen alpha")
+    table = baselines_table(ctx, opts.shifts, *baseline_controls(ctx))
+    show_table(table, "to-alpha", f"{ctx.bundle.name}-baselines-at-alpha", hide_index=True, width="stretch",
+               column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns if c != "method"})
+    st.caption("Top-1 accuracy (%) on the test splits. OSE mixes the two models' probabilities with one weight for "
+               "every sample; VRF's weight follows each sample's distance to the ZSF set.")
+
+    st.subheader("Sensitivity to a, b, k and the weight rule")
+    swept = st.segmented_control("Sweep", ["a", "b", "k"], default="a", required=True, key="to-sens",
+                                 persist_state="session")
+    st.caption("VRF accuracy as one hyperparameter moves and the others stay at the sidebar values; the thick lines "
+               "are the current rule. A flat curve means the choice matters little.")
+    show_figure(sensitivity_figure(ctx, opts, swept), "to-sens-chart", f"{ctx.bundle.name}-sensitivity-{swept}")
+
+
 ctx = sidebar.context()
 st.title("ID–OOD trade-off")
 if not ctx.bundle.split_names("id_test") or not ctx.bundle.split_names("ood"):
     st.warning("This bundle has no ID test split or no shifted test set, so there is no trade-off to draw.")
     st.stop()
-opts = chart_options(ctx, ctx.bundle.split_names("id_test")[0], ctx.bundle.split_names("ood"))
-figure, curve_values = tradeoff_figure(ctx, opts)
-st.caption("Each curve sweeps one hyperparameter; rings mark the values tuned on "
-           f"**{ctx.hp.tuned_on}**, the star is VRF with the sidebar controls. **Click a VRF point to adopt its "
-           f"{opts.over}.** Up and to the right is better; drag to zoom, double-click to zoom out.")
-show_figure(figure, "to-chart", f"{ctx.bundle.name}-tradeoff", on_select=lambda: adopt(ctx), selection_mode="points")
-if note := rivals.chart_note(data.results_rows(ctx.bundle, ctx.mode), data.ceiling(ctx.bundle, ctx.mode)):
-    st.caption(note)
-if msg := st.session_state.pop("to-msg", None):
-    st.toast(msg, icon=":material/touch_app:")
-with st.expander("Curve values"):
-    show_table(curve_values, "to-table", f"{ctx.bundle.name}-tradeoff-curves", hide_index=True, width="stretch")
-
-st.subheader("Baselines at a chosen alpha")
-table = baselines_table(ctx, opts.shifts, *baseline_controls(ctx))
-show_table(table, "to-alpha", f"{ctx.bundle.name}-baselines-at-alpha", hide_index=True, width="stretch",
-           column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns if c != "method"})
-st.caption("Top-1 accuracy (%) on the test splits. OSE mixes the two models' probabilities with one weight for "
-           "every sample; VRF's weight follows each sample's distance to the ZSF set.")
-
-st.subheader("Sensitivity to a, b, k and the weight rule")
-swept = st.segmented_control("Sweep", ["a", "b", "k"], default="a", required=True, key="to-sens",
-                             persist_state="session")
-st.caption("VRF accuracy as one hyperparameter moves and the others stay at the sidebar values; the thick lines "
-           "are the current rule. A flat curve means the choice matters little.")
-show_figure(sensitivity_figure(ctx, opts, swept), "to-sens-chart", f"{ctx.bundle.name}-sensitivity-{swept}")
+live_sections()
