@@ -126,7 +126,7 @@ def test_slider_moves_with_the_keyboard(server, page):
     settle(page)
     after = float(url_param(page, "a"))
     assert after < before - 0.02
-    assert f"a = {after:.3f}" in page.locator("[data-testid='stAlert']").first.inner_text()
+    assert f"a = {after:.3f}" in page.locator("[data-testid='stMain'] [data-testid='stAlert']").first.inner_text()
     assert "VRF recompute" in page.locator("[data-testid='stSidebar']").inner_text()
 
 

@@ -95,7 +95,7 @@ def test_browser_slider_move_sends_only_the_live_sections(server, page):  # noqa
     # The bundle section (a table, metrics, two JSON views), the title and the bundle and mode pickers stay.
     assert page.evaluate("window.__messages") <= whole - 12
     after = float(url_param(page, "a"))
-    assert f"a = {after:.3f}" in page.locator("[data-testid='stAlert']").first.inner_text()
+    assert f"a = {after:.3f}" in page.locator("[data-testid='stMain'] [data-testid='stAlert']").first.inner_text()
     assert page.locator("[data-testid='stElementContainer']").count() == elements
     assert page.locator("[data-stale='true']").count() == 0
     assert "controls changed" in page.locator("[data-testid='stSidebar']").inner_text()
