@@ -26,6 +26,9 @@ PAGES = [
     ("views/per_class.py", "Per class", ":material/category:"),
     ("views/compare.py", "Compare runs", ":material/compare_arrows:"),
 ]
+# Pages whose live part is a fragment that draws the sidebar's VRF controls (`sidebar.live_fragment`);
+# every other page gets them drawn before it runs (so a page's st.stop() never leaves them out).
+LIVE_PAGES = ("views/overview.py", "views/tradeoff.py")
 
 
 def show_bundle_error(exc: BundleError) -> None:
@@ -47,8 +50,10 @@ st.session_state["_ctx"] = ctx
 if ctx is None and error is None:
     page = st.navigation([st.Page("views/get_started.py", title="Get started", icon=":material/rocket_launch:")])
 else:
-    page = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
-                          for i, (path, title, icon) in enumerate(PAGES)])
+    pages = {path: st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)}
+    page = st.navigation(list(pages.values()))
+    if ctx is not None and not any(page is pages[path] for path in LIVE_PAGES):
+        sidebar.draw_controls()
 if error is not None:
     show_bundle_error(error)
 else:

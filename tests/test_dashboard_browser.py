@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-artifacts" / "screenshots"
 PAGES = {"overview": "", "tradeoff": "tradeoff", "distances": "distances", "samples": "samples",
-         "embedding": "embedding", "per_class": "per_class"}
+         "embedding": "embedding", "per_class": "per_class", "sensitivity": "sensitivity",
+         "compare": "compare"}
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")

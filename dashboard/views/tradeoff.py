@@ -304,5 +304,7 @@ ctx = sidebar.context()
 st.title("ID–OOD trade-off")
 if not ctx.bundle.split_names("id_test") or not ctx.bundle.split_names("ood"):
     st.warning("This bundle has no ID test split or no shifted test set, so there is no trade-off to draw.")
+    sidebar.draw_controls()  # no live fragment runs on this page now
+    sidebar.show_latency()
     st.stop()
 live_sections()
