@@ -2,7 +2,7 @@
 chosen method, filtered, as a thumbnail grid, and an inspector with both runs' top-5 probabilities.
 
 Each run's predictions are every method of its results table at the hyperparameters it tuned
-(`vrf_core.evaluate.method_preds` with the exact top-m predictor), memoised per bundle, mode and split.
+(`dashboard.data.method_predictions`, the same memo the other pages read).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dashboard import data
 from dashboard.export import show_table
 from vrf_core.analysis import top_k
 from vrf_core.bundle import Bundle
-from vrf_core.evaluate import Hyperparameters, method_preds
+from vrf_core.evaluate import Hyperparameters
 from vrf_core.run_comparison import Disagreements, SplitMatch, disagreements
 from vrf_core.topm import softmax_rows
 from vrf_core.weights import kth_distance, weight
@@ -42,20 +42,12 @@ class Run:
     color: str
 
 
-def run_preds(bundle: Bundle, mode: str, split: str) -> dict[str, np.ndarray]:
-    """Every method's predictions (N,) on one split at the run's tuned hyperparameters."""
-    def make() -> dict[str, np.ndarray]:
-        return method_preds(data.split_data(bundle, split), data.hyperparameters(bundle, mode),
-                            predictor=data.topm_split(bundle, mode, split),
-                            wse_preds=data.wse_preds(bundle, split), wse_alphas=bundle.wse_alphas)
-    return data.memoize(bundle, ("compare_preds", mode, split), make)
-
-
 def split_disagreements(runs: list[Run], a: int, b: int, match: SplitMatch, method: str,
                         mode: str) -> Disagreements:
     ra, rb = runs[a], runs[b]
     return disagreements(match, a, b, data.array(ra.bundle, match.name, "labels"),
-                         run_preds(ra.bundle, mode, match.name)[method], run_preds(rb.bundle, mode, match.name)[method])
+                         data.method_predictions(ra.bundle, mode, match.name)[method],
+                         data.method_predictions(rb.bundle, mode, match.name)[method])
 
 
 def probabilities(run: Run, split: str, i: int) -> tuple[dict[str, np.ndarray], float]:
@@ -132,7 +124,7 @@ def inspector(runs: list[Run], pair: tuple[int, int], matches: dict[str, SplitMa
                    + "  \n".join(f"row {rows[r]} in {runs[r].label}" for r in pair))
         for r, col in zip(pair, st.columns(2)):
             run = runs[r]
-            pred = int(run_preds(run.bundle, mode, split)[method][rows[r]])
+            pred = int(data.method_predictions(run.bundle, mode, split)[method][rows[r]])
             col.markdown(f"<span style='color:{run.color};font-weight:700'>■ {run.label}</span>",
                          unsafe_allow_html=True)
             probs, w = probabilities(run, split, rows[r])
@@ -168,8 +160,8 @@ def section(runs: list[Run], shared: list[SplitMatch], methods: list[str], mode:
                     show_time=True):
         for r in runs:
             for m in shared:
-                run_preds(r.bundle, mode, m.name)
-    available = [m for m in methods if all(m in run_preds(r.bundle, mode, shared[0].name) for r in runs)]
+                data.method_predictions(r.bundle, mode, m.name)
+    available = [m for m in methods if all(m in data.method_predictions(r.bundle, mode, shared[0].name) for r in runs)]
     method = c1.selectbox("Method", available, index=available.index("VRF") if "VRF" in available else 0,
                           key="cmp-method", help="Each run's predictions at the hyperparameters it tuned.")
     a = c2.selectbox("Run A", range(len(runs)), format_func=labels.__getitem__, key="cmp-a") if len(runs) > 2 else 0
